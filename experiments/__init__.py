@@ -1,0 +1,1 @@
+"""Experiments: ``python -m experiments.run`` and the per-dataset configs."""

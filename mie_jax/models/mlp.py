@@ -1,0 +1,15 @@
+"""An MLP encoder for feature-vector modalities."""
+
+import jax
+from flax import nnx
+
+
+class MLPEncoder(nnx.Module):
+    """Dense -> ReLU -> Dense -> ReLU mapping ``in_dim`` features to ``out_dim``."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, hidden: int = 256, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(in_dim, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, out_dim, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.out(jax.nn.relu(self.hidden(x))))

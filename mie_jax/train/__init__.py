@@ -1,0 +1,4 @@
+"""Training: configs, the methods (MIE and its peers), and the run driver."""
+
+from mie_jax.train.config import METHODS, TrainConfig, make_config
+from mie_jax.train.trainer import evaluate, train

@@ -1,0 +1,124 @@
+"""MIE's Algorithm 1 and its ablations: one classifier per modality, trained in turn.
+
+Phase ``i`` trains modality ``j = i mod m`` (outer iteration ``i // m``) for
+``phase_epochs`` epochs. With gradient modification, its head kernels'
+gradients are multiplied by ``T`` built from the covariance of the modality
+trained just before it (``j - 1`` cyclically; ``T = I`` in the very first
+phase). After the phase, modality ``j``'s covariance is recomputed: by one
+pass over its training data (``covariance="pass"``, the paper) or from the
+phase's own steps (``"online"``).
+"""
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import mie_jax
+from mie_jax.models import Head, MLPEncoder, UnimodalClassifier
+from mie_jax.models.head import HEAD_LAYERS
+from mie_jax.train import batches, steps
+from mie_jax.train.config import TrainConfig
+
+
+def build_unimodal_classifier(config: TrainConfig, in_dim: int, num_classes: int, rngs: nnx.Rngs):
+    """An MLP encoder to the common ``Dim`` and MIE's head."""
+    encoder = MLPEncoder(in_dim, config.dim, hidden=config.encoder_hidden, rngs=rngs)
+    return UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
+
+
+class AlternatingMethod:
+    """``mie``, ``mie_no_sam``, ``mie_no_gm`` and ``unimodal``."""
+
+    per_modality = True
+
+    def __init__(self, config: TrainConfig, train_split, num_classes: int):
+        self.config = config
+        self.modalities = tuple(config.modalities)
+        self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
+        self.labels = jnp.asarray(train_split.labels)
+        self.num_classes = num_classes
+        self.tx = steps.make_optimizer(config, sam=config.uses_sam)
+        self.graphdefs, self._initial_params = {}, {}
+        rngs = nnx.Rngs(config.seed)
+        for m in self.modalities:
+            model = build_unimodal_classifier(config, self.inputs[m].shape[1], num_classes, rngs)
+            self.graphdefs[m], self._initial_params[m] = steps.split_params(model)
+        online = config.covariance == "online" and config.uses_gradient_modification
+        self.phase_fns = {
+            m: steps.make_phase_fn(
+                g, self.tx, online_covariance=online, statistic=config.covariance_statistic
+            )
+            for m, g in self.graphdefs.items()
+        }
+        self.covariance_passes = {
+            m: steps.make_covariance_pass(g, statistic=config.covariance_statistic)
+            for m, g in self.graphdefs.items()
+        }
+        self.predicts = {m: steps.make_predict(g) for m, g in self.graphdefs.items()}
+
+    @property
+    def num_phases(self) -> int:
+        return self.config.outer_iterations * len(self.modalities)
+
+    def phase_name(self, phase: int) -> str:
+        return self.modalities[phase % len(self.modalities)]
+
+    def init(self) -> dict:
+        params = self._initial_params
+        return {
+            "params": params,
+            "opt_state": {m: self.tx.init(p) for m, p in params.items()},
+            "covariance": {m: steps.zero_covariances(p) for m, p in params.items()},
+        }
+
+    def params(self, state) -> Mapping[str, Any]:
+        return state["params"]
+
+    def _transforms(self, state, phase: int, modality: str):
+        if not self.config.uses_gradient_modification:
+            return None
+        params = state["params"][modality]
+        if phase == 0:  # Nothing trained before: T = I (Algorithm 1's start).
+            matrices = {l: jnp.eye(c.shape[0]) for l, c in state["covariance"][modality].items()}
+        else:
+            previous = self.modalities[(phase - 1) % len(self.modalities)]
+            covariance = state["covariance"][previous]
+            matrices = {l: mie_jax.flat_transform(covariance[l], self.config.tau) for l in HEAD_LAYERS}
+        return steps.head_kernel_tree(params, matrices)
+
+    def run_phase(self, state, phase: int, best_params=None):
+        config = self.config
+        m = self.phase_name(phase)
+        params, opt_state = state["params"][m], state["opt_state"][m]
+        if config.reload_best_per_phase and best_params is not None:
+            params = best_params[m]
+        if config.fresh_optimizer_per_phase:
+            opt_state = self.tx.init(params)
+        rng = batches.phase_rng(config.seed, phase)
+        order = batches.epoch_batches(
+            rng, self.labels.shape[0], config.batch_size, config.epochs_of_phase(phase)
+        )
+        lam, partners = batches.mixup_draws(rng, config.mixup_alpha, order.shape[0], config.batch_size)
+        online = steps.zero_covariances(params)
+        params, opt_state, online, losses = self.phase_fns[m](
+            params, opt_state, online, self.inputs[m], self.labels, order, lam, partners,
+            self._transforms(state, phase, m),
+        )
+        covariance = state["covariance"][m]
+        if config.uses_gradient_modification:
+            if config.covariance == "online":
+                covariance = online
+            else:
+                covariance = self.covariance_passes[m](params, self.inputs[m], config.covariance_batch_size)
+        state = {
+            "params": {**state["params"], m: params},
+            "opt_state": {**state["opt_state"], m: opt_state},
+            "covariance": {**state["covariance"], m: covariance},
+        }
+        return state, {"losses": np.asarray(losses)}
+
+    def logits(self, params, inputs) -> dict:
+        return {m: self.predicts[m](params[m], jnp.asarray(inputs[m])) for m in self.modalities}

@@ -1,0 +1,40 @@
+"""Deterministic batch orders: a phase's batches depend only on (seed, phase)."""
+
+import numpy as np
+
+
+def phase_rng(seed: int, phase: int, stream: int = 0) -> np.random.Generator:
+    """The random stream of one phase, independent of every other phase.
+
+    Resuming at a phase boundary therefore replays exactly what an
+    uninterrupted run would have drawn.
+    """
+    return np.random.default_rng([seed, phase, stream])
+
+
+def epoch_batches(rng: np.random.Generator, num_examples: int, batch_size: int, epochs: int) -> np.ndarray:
+    """Shuffled batch indices, ``[epochs * (num_examples // batch_size), batch_size]``.
+
+    Each epoch is a fresh permutation; its last partial batch is dropped so every
+    step has the same shape (one compiled step).
+
+    Raises:
+      ValueError: the split has fewer examples than one batch.
+    """
+    steps = num_examples // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples.")
+    orders = [rng.permutation(num_examples)[: steps * batch_size] for _ in range(epochs)]
+    return np.concatenate(orders).reshape(epochs * steps, batch_size).astype(np.int32)
+
+
+def mixup_draws(rng: np.random.Generator, alpha: float, steps: int, batch_size: int):
+    """Per-step mixup weights ``lam`` ``[steps]`` and partner permutations ``[steps, B]``.
+
+    ``alpha == 0`` gives ``lam = 1`` (no mixing) and identity partners.
+    """
+    if alpha <= 0:
+        return np.ones(steps, np.float32), np.tile(np.arange(batch_size, dtype=np.int32), (steps, 1))
+    lam = rng.beta(alpha, alpha, size=steps).astype(np.float32)
+    partners = np.stack([rng.permutation(batch_size) for _ in range(steps)]).astype(np.int32)
+    return lam, partners

@@ -1,0 +1,195 @@
+"""Training configuration: one dataclass, variant presets, and ``key=value`` overrides."""
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+METHODS = (
+    "mie",
+    "mie_no_sam",
+    "mie_no_gm",
+    "unimodal",
+    "joint",
+    "ogm_ge",
+    "mla",
+)
+VARIANTS = ("paper", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; a dataset's config file overrides the defaults.
+
+    Attributes:
+      method: one of ``METHODS``. ``unimodal`` trains each modality's classifier
+        alone (it is MIE with neither SAM nor gradient modification).
+      variant: ``paper`` or ``reference`` (the authors' released code; see
+        docs/FIDELITY.md). A variant only changes the defaults of the keys
+        listed in ``REFERENCE_PRESET``; explicit overrides still win.
+      modalities: the dataset's modalities to use, in training order.
+      dim: the common feature size ``Dim`` every encoder projects to.
+      encoder_hidden: the width of the MLP encoders' hidden layer.
+      outer_iterations: Algorithm 1's outer loop count.
+      phase_epochs: epochs of one modality's phase (alternating methods); the
+        epoch-based methods (joint, ogm_ge, mla) train
+        ``outer_iterations * phase_epochs`` epochs.
+      phase_schedule: epochs per phase, cycled (the released code's stages,
+        e.g. ``25,50``); empty uses ``phase_epochs`` for every phase.
+      batch_size: training batch size (the last partial batch of an epoch is dropped).
+      covariance_batch_size: batch size of the covariance pass (the paper: 12).
+      covariance: ``pass`` (one extra pass over the modality's data after its
+        phase, the paper) or ``online`` (accumulated during the phase's own
+        training steps, no extra pass).
+      covariance_statistic: see :func:`mie_jax.update_covariance`.
+      tau: the damping strength of T (Eq. 7).
+      rho: SAM's radius (Eq. 3).
+      sam_normalize: ``global`` (paper) or ``per_tensor`` (released code).
+      sam_mix: ``None`` (paper) or the weight of the perturbed gradient (0.3 in
+        the released code).
+      optimizer: ``sgd`` (momentum, weight decay) or ``adam``.
+      learning_rate: the optimizer's step size.
+      momentum: SGD's momentum.
+      weight_decay: decoupled L2 weight decay added to the gradient (the
+        projection does not act on it, as in the released code).
+      fresh_optimizer_per_phase: rebuild the optimizer state at every phase.
+      reload_best_per_phase: start every phase from the best parameters so far.
+      mixup_alpha: Beta(alpha, alpha) mixup on the trained modality; 0 disables it.
+      selection_metric: ``accuracy`` or ``macro_f1`` of the fused validation
+        prediction, used to select the reported model.
+      select_on: ``validation`` (ours) or ``test`` (the released code; the
+        results are then labelled as selected on test).
+      joint_fusion: ``concat`` or ``average`` for the joint method.
+      ogm_alpha: OGM-GE's modulation strength.
+      mla_alpha_base: MLA's OWM alpha is ``base ** (1 + batch / batches)``.
+      mla_projection: apply MLA's projection (its public code never does).
+      seed: seeds the parameters, the batch order and mixup.
+    """
+
+    method: str = "mie"
+    variant: str = "paper"
+    modalities: Sequence[str] = ("fac", "mor")
+    dim: int = 128
+    encoder_hidden: int = 256
+    outer_iterations: int = 4
+    phase_epochs: int = 3
+    phase_schedule: Sequence[int] = ()
+    batch_size: int = 64
+    covariance_batch_size: int = 12
+    covariance: str = "pass"
+    covariance_statistic: str = "batch_mean"
+    tau: float = 0.4
+    rho: float = 0.05
+    sam_normalize: str = "global"
+    sam_mix: Any = None
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    fresh_optimizer_per_phase: bool = False
+    reload_best_per_phase: bool = False
+    mixup_alpha: float = 0.0
+    selection_metric: str = "accuracy"
+    select_on: str = "validation"
+    joint_fusion: str = "concat"
+    ogm_alpha: float = 0.5
+    mla_alpha_base: float = 0.1
+    mla_projection: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "phase_schedule", tuple(int(e) for e in self.phase_schedule))
+        _check_choice("method", self.method, METHODS)
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("covariance", self.covariance, ("pass", "online"))
+        _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("selection_metric", self.selection_metric, ("accuracy", "macro_f1"))
+        _check_choice("select_on", self.select_on, ("validation", "test"))
+        _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
+        if len(self.modalities) < 2 and self.method not in ("unimodal",):
+            raise ValueError(f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}.")
+        for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+    def epochs_of_phase(self, phase: int) -> int:
+        if self.phase_schedule:
+            return self.phase_schedule[phase % len(self.phase_schedule)]
+        return self.phase_epochs
+
+    @property
+    def uses_sam(self) -> bool:
+        return self.method in ("mie", "mie_no_gm")
+
+    @property
+    def uses_gradient_modification(self) -> bool:
+        return self.method in ("mie", "mie_no_sam")
+
+    @property
+    def alternating(self) -> bool:
+        return self.method in ("mie", "mie_no_sam", "mie_no_gm", "unimodal")
+
+
+# The released code's behaviour, as config values (docs/FIDELITY.md lists each).
+REFERENCE_PRESET = {
+    "sam_normalize": "per_tensor",
+    "sam_mix": 0.3,
+    "fresh_optimizer_per_phase": True,
+    "reload_best_per_phase": True,
+    "mixup_alpha": 1.0,
+}
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    """Parses ``text`` as the type of the field's default."""
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--set {key}=... expects true or false, got {text!r}.")
+    if isinstance(default, (tuple, list)):
+        return tuple(item for item in text.split(",") if item)
+    if default is None:  # Optional floats such as sam_mix.
+        return None if text.lower() == "none" else float(text)
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise ValueError(f"--set {key}=... expects a {type(default).__name__}, got {text!r}.") from None
+
+
+def make_config(base: Mapping[str, Any], overrides: Sequence[str] = (), **flags) -> TrainConfig:
+    """Builds a config from a dataset's values, the variant preset and overrides.
+
+    Precedence, lowest first: dataclass defaults, ``base`` (a dataset config),
+    the variant's preset, ``flags`` (e.g. ``method=``), ``overrides``
+    (``"key=value"`` strings from ``--set``).
+
+    Raises:
+      ValueError: an unknown key (the message lists the valid ones), a value
+        that does not parse, or an invalid combination.
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = dict(base)
+    parsed = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}.")
+        if key not in fields:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}.")
+        default = values.get(key, fields[key].default)
+        parsed[key] = _parse_value(key, text, default)
+    for key in list(values) + list(flags):
+        if key not in fields:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}.")
+    variant = parsed.get("variant", flags.get("variant") or values.get("variant", "paper"))
+    if variant == "reference":
+        values.update(REFERENCE_PRESET)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(parsed)
+    return TrainConfig(**values)

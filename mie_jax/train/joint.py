@@ -1,0 +1,156 @@
+"""Joint training over all modalities at once (the paper's Baseline) and OGM-GE.
+
+``joint`` minimises one loss on the fused output: concatenated encoder
+features into one head (``joint_fusion="concat"``) or the mean of the
+per-modality branches' logits (``"average"``). ``ogm_ge`` is concat joint
+training whose encoder gradients are modulated on the fly: with ``s_j`` the
+summed softmax probability of the true class predicted from modality ``j``'s
+share of the fused input, ``r_j = s_j / mean_{k != j} s_k`` and encoder
+``j``'s gradient becomes ``g * (1 - tanh(alpha * relu(r_j - 1))) + N(0,
+std(g)^2)`` (generalisation enhancement). Modality ``j``'s share is the head
+applied to the concatenation with the other modalities' features zeroed,
+which is OGM-GE's ``W_j h_j + b / m`` exactly when the head is one linear layer.
+
+References:
+  Peng et al., `Balanced Multimodal Learning via On-the-fly Gradient
+  Modulation <https://arxiv.org/abs/2203.15996>`_, CVPR 2022.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier, MLPEncoder
+from mie_jax.train import batches, steps
+from mie_jax.train.alternating import build_unimodal_classifier
+from mie_jax.train.config import TrainConfig
+
+
+def ogm_coefficients(scores, alpha):
+    """OGM's per-modality gradient scale ``1 - tanh(alpha * relu(r_j - 1))``.
+
+    Args:
+      scores: ``[m]`` summed true-class probabilities per modality.
+      alpha: the modulation strength.
+
+    Returns:
+      ``[m]`` coefficients in (0, 1]; only modalities ahead of the others' mean
+      are slowed down.
+    """
+    m = scores.shape[0]
+    others_mean = (jnp.sum(scores) - scores) / (m - 1)
+    ratio = scores / others_mean
+    return 1.0 - jnp.tanh(alpha * jax.nn.relu(ratio - 1.0))
+
+
+def _with_noise(grad, coefficient, key):
+    """OGM-GE's modulated gradient: scaled, plus Gaussian noise of the gradient's own std."""
+    noise = jax.random.normal(key, grad.shape, grad.dtype) * (jnp.std(grad) + 1e-8)
+    return grad * coefficient + noise
+
+
+class JointMethod:
+    """``joint`` and ``ogm_ge``: one model, one loss, one epoch per phase."""
+
+    per_modality = False
+
+    def __init__(self, config: TrainConfig, train_split, num_classes: int):
+        self.config = config
+        self.modalities = tuple(config.modalities)
+        self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
+        self.labels = jnp.asarray(train_split.labels)
+        rngs = nnx.Rngs(config.seed)
+        if config.method == "joint" and config.joint_fusion == "average":
+            model = LogitAverageClassifier({
+                m: build_unimodal_classifier(config, self.inputs[m].shape[1], num_classes, rngs)
+                for m in self.modalities
+            })
+        else:
+            encoders = {
+                m: MLPEncoder(self.inputs[m].shape[1], config.dim, hidden=config.encoder_hidden, rngs=rngs)
+                for m in self.modalities
+            }
+            model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
+        self.graphdef, self._initial_params = steps.split_params(model)
+        self.tx = steps.make_optimizer(config, sam=False)
+        self.predict = steps.make_predict(self.graphdef)
+        self.phase_fn = self._make_phase_fn()
+
+    @property
+    def num_phases(self) -> int:
+        return self.config.outer_iterations * self.config.phase_epochs
+
+    def phase_name(self, phase: int) -> str:
+        return f"epoch {phase + 1}"
+
+    def init(self) -> dict:
+        return {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
+
+    def params(self, state):
+        return state["params"]
+
+    def _modality_scores(self, params, features, y):
+        """Per modality, the summed true-class probability from its share of the head's input."""
+        head = nnx.merge(self.graphdef, params).head
+        names = sorted(features)
+        scores = []
+        for name in names:
+            alone = jnp.concatenate(
+                [features[n] if n == name else jnp.zeros_like(features[n]) for n in names], axis=-1
+            )
+            probabilities = jax.nn.softmax(head(alone)[0])
+            scores.append(jnp.sum(jnp.take_along_axis(probabilities, y[:, None], axis=1)))
+        return names, jnp.stack(scores)
+
+    def _make_phase_fn(self):
+        graphdef, tx, config = self.graphdef, self.tx, self.config
+        modulate = config.method == "ogm_ge"
+
+        @jax.jit
+        def phase(params, opt_state, inputs, labels, batch_indices, keys):
+            def step(carry, batch):
+                params, opt_state = carry
+                indices, key = batch
+                xs = {m: inputs[m][indices] for m in inputs}
+                y = labels[indices]
+
+                def loss_fn(p):
+                    logits, features = nnx.merge(graphdef, p)(xs)
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), features
+
+                def modify_grads(grads, features):
+                    names, scores = self._modality_scores(params, jax.lax.stop_gradient(features), y)
+                    coefficients = ogm_coefficients(scores, config.ogm_alpha)
+                    encoders = dict(grads["encoders"])
+                    for i, name in enumerate(names):
+                        leaves, treedef = jax.tree.flatten(encoders[name])
+                        leaf_keys = jax.random.split(jax.random.fold_in(key, i), len(leaves))
+                        encoders[name] = jax.tree.unflatten(
+                            treedef, [_with_noise(g, coefficients[i], k) for g, k in zip(leaves, leaf_keys)]
+                        )
+                    return {**grads, "encoders": encoders}
+
+                params, opt_state, loss, _ = steps.optimizer_step(
+                    loss_fn, tx, params, opt_state, modify_grads=modify_grads if modulate else None
+                )
+                return (params, opt_state), loss
+
+            (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batch_indices, keys))
+            return params, opt_state, losses
+
+        return phase
+
+    def run_phase(self, state, phase: int, best_params=None):
+        del best_params  # Joint training has no stages to restart.
+        rng = batches.phase_rng(self.config.seed, phase)
+        order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
+        keys = jax.random.split(jax.random.key(int(rng.integers(2**31))), order.shape[0])
+        params, opt_state, losses = self.phase_fn(
+            state["params"], state["opt_state"], self.inputs, self.labels, order, keys
+        )
+        return {"params": params, "opt_state": opt_state}, {"losses": np.asarray(losses)}
+
+    def logits(self, params, inputs) -> dict:
+        return {"joint": self.predict(params, {m: jnp.asarray(inputs[m]) for m in self.modalities})}

@@ -1,0 +1,182 @@
+"""Jitted pieces shared by the methods: optimizer, training phase, covariance pass, prediction."""
+
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import mie_jax
+from mie_jax.models.head import HEAD_LAYERS
+from mie_jax.train.config import TrainConfig
+
+
+def make_optimizer(
+    config: TrainConfig, *, sam: bool, projection: Optional[optax.GradientTransformation] = None
+) -> optax.GradientTransformationExtraArgs:
+    """SAM (optional) -> gradient projection -> weight decay -> SGD or Adam.
+
+    Weight decay comes after the projection, so ``T`` acts on the loss
+    gradient only, as in the released code.
+    """
+    parts = []
+    if sam:
+        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix))
+    parts.append(projection if projection is not None else mie_jax.flat_projection())
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    if config.optimizer == "sgd":
+        parts.append(optax.sgd(config.learning_rate, momentum=config.momentum or None))
+    else:
+        parts.append(optax.adam(config.learning_rate))
+    return optax.chain(*parts)
+
+
+def mixup_cross_entropy(logits, labels, partner_labels, lam):
+    """``lam * CE(y) + (1 - lam) * CE(y_partner)``; ``lam = 1`` is plain cross-entropy."""
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return jnp.mean(lam * ce(logits, labels) + (1.0 - lam) * ce(logits, partner_labels))
+
+
+def split_params(model: nnx.Module):
+    """``(graphdef, params)`` with params a plain nested dict of arrays."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def head_kernel_tree(params: Any, leaves: Mapping[str, Any]) -> Any:
+    """A tree of ``params``' structure: ``leaves[layer]`` at each head kernel, None elsewhere.
+
+    It is the shape of the extra arguments ``transforms=`` (T matrices) and
+    ``features=`` (layer inputs) that the projections take.
+    """
+    tree = jax.tree.map(lambda _: None, params)
+    for layer in HEAD_LAYERS:
+        tree["head"][layer]["kernel"] = leaves[layer]
+    return tree
+
+
+def optimizer_step(
+    loss_fn, tx, params, opt_state, *, modify_grads=None, extra_args_from_aux=None, **extra_args
+):
+    """One update of ``params`` by ``tx`` from ``loss_fn(params) -> (loss, aux)``.
+
+    ``tx`` receives ``grad_fn`` (for :func:`mie_jax.sam`), ``extra_args``
+    (e.g. ``transforms=`` for :func:`mie_jax.flat_projection`) and
+    ``extra_args_from_aux(aux)`` (e.g. MLA's ``features=`` from this forward
+    pass); ``modify_grads(grads, aux)`` may rewrite the gradient first (OGM-GE).
+
+    Returns:
+      ``(params, opt_state, loss, aux)`` with ``loss`` and ``aux`` at the old params.
+    """
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if modify_grads is not None:
+        grads = modify_grads(grads, aux)
+    if extra_args_from_aux is not None:
+        extra_args = {**extra_args, **extra_args_from_aux(aux)}
+
+    def grad_fn(perturbed, i):
+        del i  # One batch per step.
+        return jax.grad(lambda p: loss_fn(p)[0])(perturbed)
+
+    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn, **extra_args)
+    return optax.apply_updates(params, updates), opt_state, loss, aux
+
+
+def make_phase_fn(
+    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean"
+) -> Callable:
+    """One modality's phase as a single jitted ``lax.scan`` over its steps.
+
+    The returned function takes ``(params, opt_state, covariance, inputs,
+    labels, batch_indices [S, B], lam [S], partners [S, B], transforms)`` and
+    returns ``(params, opt_state, covariance, losses [S])``. With
+    ``online_covariance`` each step also adds its head-layer inputs to
+    ``covariance`` (Eq. 5 without a separate pass).
+    """
+
+    @jax.jit
+    def phase(params, opt_state, covariance, inputs, labels, batch_indices, lam, partners, transforms):
+        def step(carry, batch):
+            params, opt_state, covariance = carry
+            indices, lam_t, partner = batch
+            x, y = inputs[indices], labels[indices]
+            x = lam_t * x + (1.0 - lam_t) * x[partner]
+
+            def loss_fn(p):
+                logits, layer_inputs = nnx.merge(graphdef, p)(x)
+                return mixup_cross_entropy(logits, y, y[partner], lam_t), layer_inputs
+
+            params, opt_state, loss, layer_inputs = optimizer_step(
+                loss_fn, tx, params, opt_state, transforms=transforms
+            )
+            if online_covariance:
+                covariance = {
+                    layer: mie_jax.update_covariance(
+                        covariance[layer], layer_inputs[layer], statistic=statistic
+                    )
+                    for layer in HEAD_LAYERS
+                }
+            return (params, opt_state, covariance), loss
+
+        (params, opt_state, covariance), losses = jax.lax.scan(
+            step, (params, opt_state, covariance), (batch_indices, lam, partners)
+        )
+        return params, opt_state, covariance, losses
+
+    return phase
+
+
+def zero_covariances(params) -> dict:
+    """Zero ``[d, d]`` sums for each head layer's input dimension."""
+    return {
+        layer: jnp.zeros((params["head"][layer]["kernel"].shape[0],) * 2, jnp.float32)
+        for layer in HEAD_LAYERS
+    }
+
+
+def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:
+    """Eq. 5 over a whole split: ``fn(params, inputs, batch_size) -> {layer: Ybar}``.
+
+    Batches are taken in order (every example once; the last batch may be
+    smaller), with the given parameters held fixed and no gradient.
+    """
+
+    def accumulate(params, covariance, x):
+        _, layer_inputs = nnx.merge(graphdef, params)(x)
+        return {
+            layer: mie_jax.update_covariance(covariance[layer], layer_inputs[layer], statistic=statistic)
+            for layer in HEAD_LAYERS
+        }
+
+    @jax.jit
+    def full_batches(params, covariance, batches):
+        return jax.lax.scan(lambda c, x: (accumulate(params, c, x), None), covariance, batches)[0]
+
+    accumulate_one = jax.jit(accumulate)
+
+    def covariance_pass(params, inputs, batch_size):
+        covariance = zero_covariances(params)
+        whole = (inputs.shape[0] // batch_size) * batch_size
+        if whole:
+            batches = inputs[:whole].reshape(-1, batch_size, *inputs.shape[1:])
+            covariance = full_batches(params, covariance, batches)
+        if whole < inputs.shape[0]:
+            covariance = accumulate_one(params, covariance, inputs[whole:])
+        return covariance
+
+    return covariance_pass
+
+
+def make_predict(graphdef, **call_kwargs) -> Callable:
+    """``fn(params, inputs) -> logits`` for a module returning ``(logits, aux)``.
+
+    ``call_kwargs`` are static arguments of the module's call (e.g. ``modality=``).
+    """
+
+    @jax.jit
+    def predict(params, inputs):
+        return nnx.merge(graphdef, params)(inputs, **call_kwargs)[0]
+
+    return predict
