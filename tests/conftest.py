@@ -5,3 +5,13 @@ import hypothesis
 hypothesis.settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
 hypothesis.settings.load_profile("ci")
+
+import os
+import tempfile
+
+import jax
+
+# Many tests compile the same programs (same model, same shapes): a compilation
+# cache for the session lets later tests reuse them, which halves the suite's time.
+jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "mie_jax_test_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,0 +1,77 @@
+"""``python -m experiments.run``: outputs, flags, errors, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import configs, run
+from mie_jax.data.registry import load_dataset
+from mie_jax.train import make_config, train
+
+FAST = ["--set", "outer_iterations=1", "--set", "phase_epochs=1", "--set", "dim=16",
+        "--set", "encoder_hidden=32", "--set", "batch_size=100"]
+
+
+def test_module_runs_and_writes_table_logs_and_plot(tmp_path):
+    workdir = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--workdir", str(workdir), *FAST],
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert "| average |" in completed.stdout and "| fac |" in completed.stdout
+    assert "phase   2/2 | mor" in completed.stderr
+    for name in ("results.md", "results.json", "phases.jsonl", "phases.csv", "steps.csv", "phase_accuracy.png"):
+        assert (workdir / name).stat().st_size > 0, name
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["selected_on"] == "validation"
+    assert 0.6 < results["test"]["average"]["accuracy"] <= 1.0
+    assert len((workdir / "phases.jsonl").read_text().splitlines()) == 2
+
+
+def test_unknown_config_key_fails_listing_the_valid_ones(capsys):
+    assert run.main(["--set", "learning_rat=0.1"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown config key 'learning_rat'; valid keys:" in error and "learning_rate" in error
+
+
+def test_badly_typed_value_is_named(capsys):
+    assert run.main(["--set", "batch_size=many"]) == 2
+    assert "--set batch_size=... expects a int, got 'many'" in capsys.readouterr().err
+
+
+def test_existing_workdir_needs_resume_and_is_left_alone(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "marker").write_text("keep me")
+    assert run.main(["--workdir", str(tmp_path), *FAST]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (checkpoints / "marker").read_text() == "keep me"
+
+
+def test_resume_finishes_a_killed_run_with_the_same_logs(tmp_path, capsys):
+    overrides = [FAST[i + 1] for i in range(0, len(FAST), 2)]
+    config = make_config(configs.get_config("mfeat"), overrides, method="mie", variant="paper")
+    dataset = load_dataset("mfeat", config.modalities)
+    uninterrupted = train(config, dataset)
+    train(config, dataset, workdir=str(tmp_path), stop_after_phase=1)  # "killed" after phase 1
+    assert run.main(["--workdir", str(tmp_path), "--resume", *FAST]) == 0
+    capsys.readouterr()
+    lines = [json.loads(line) for line in (tmp_path / "phases.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in lines] == [1]  # phase 0 ran before the CLI; the CLI logged what it ran
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test"] == uninterrupted["test"]
+
+
+def test_reference_variant_applies_the_released_code_defaults():
+    config = make_config(configs.get_config("mfeat"), [], variant="reference")
+    assert (config.sam_normalize, config.sam_mix, config.mixup_alpha) == ("per_tensor", 0.3, 1.0)
+    assert config.reload_best_per_phase and config.fresh_optimizer_per_phase
+    overridden = make_config(configs.get_config("mfeat"), ["mixup_alpha=0"], variant="reference")
+    assert overridden.mixup_alpha == 0.0
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(SystemExit):
+        run.parse_args(["--dataset", "imagenet"])

@@ -1,0 +1,140 @@
+"""The training driver and the methods, end to end on a small real dataset (mfeat)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mie_jax
+from mie_jax.data.registry import load_dataset
+from mie_jax.train import alternating, checkpoint, make_config, train
+from mie_jax.train.trainer import NonFiniteLossError
+from tests import references
+
+THREE_VIEWS = ("fac", "mor", "zer")
+SMALL = {"modalities": THREE_VIEWS, "dim": 16, "encoder_hidden": 32, "outer_iterations": 1,
+         "phase_epochs": 1, "batch_size": 100}
+
+
+@functools.lru_cache(maxsize=None)
+def dataset(views=THREE_VIEWS):
+    return load_dataset("mfeat", views)
+
+
+def small_config(method="mie", **values):
+    return make_config({**SMALL, **values}, method=method)
+
+
+@pytest.mark.parametrize("method", ["mie", "mie_no_sam", "mie_no_gm", "unimodal", "joint", "ogm_ge", "mla"])
+def test_every_method_trains_three_modalities_end_to_end(method):
+    results = train(small_config(method, outer_iterations=2), dataset())
+    expected_names = {"joint"} if method in ("joint", "ogm_ge") else {*THREE_VIEWS, "average", "weighted"}
+    assert set(results["test"]) == expected_names
+    assert results["finished"] and len(results["history"]) == results["num_phases"]
+    losses = [r["loss"] for r in results["history"]]
+    assert all(np.isfinite(losses))
+    # Ten balanced classes: chance is 0.1; every method learns far beyond it.
+    assert results["test"][results["headline"]]["accuracy"] > 0.6
+
+
+def test_joint_with_average_fusion_trains():
+    results = train(small_config("joint", joint_fusion="average", outer_iterations=2), dataset())
+    assert results["test"]["joint"]["accuracy"] > 0.6
+
+
+def test_alternation_trains_modality_j_in_phase_j_mod_m():
+    results = train(small_config("unimodal", outer_iterations=2), dataset())
+    assert [r["name"] for r in results["history"]] == list(THREE_VIEWS) * 2
+
+
+def test_t_of_each_phase_comes_from_the_modality_trained_just_before():
+    method = alternating.AlternatingMethod(small_config(), dataset().splits["train"], 10)
+    state = method.init()
+    rng = np.random.default_rng(0)
+    state["covariance"] = {
+        m: {layer: jnp.asarray(references.covariance([rng.normal(size=(12, c.shape[0])) for _ in range(4)]),
+                               jnp.float32)
+            for layer, c in covs.items()}
+        for m, covs in state["covariance"].items()
+    }
+    first = method._transforms(state, 0, "fac")
+    np.testing.assert_array_equal(first["head"]["fc2"]["kernel"], np.eye(256))  # Algorithm 1 starts at I.
+    for phase, (current, previous) in [(1, ("mor", "fac")), (2, ("zer", "mor")), (3, ("fac", "zer"))]:
+        transforms = method._transforms(state, phase, current)
+        for layer in ("fc1", "fc2", "fc3"):
+            np.testing.assert_allclose(
+                transforms["head"][layer]["kernel"],
+                mie_jax.flat_transform(state["covariance"][previous][layer], 0.4), atol=1e-6)
+        assert transforms["encoder"]["hidden"]["kernel"] is None
+        assert transforms["head"]["fc1"]["bias"] is None
+
+
+def test_covariance_pass_equals_eq5_over_batches_of_twelve():
+    method = alternating.AlternatingMethod(small_config(), dataset().splits["train"], 10)
+    params = method.init()["params"]["mor"]
+    inputs = method.inputs["mor"]
+    covariance = method.covariance_passes["mor"](params, inputs, 12)
+    _, layer_inputs = jax.jit(lambda p, x: method.graphdefs["mor"] and
+                              __import__("flax").nnx.merge(method.graphdefs["mor"], p)(x))(params, inputs)
+    for layer in ("fc1", "fc2", "fc3"):
+        features = np.asarray(layer_inputs[layer], np.float64)
+        batches = [features[i:i + 12] for i in range(0, len(features), 12)]
+        np.testing.assert_allclose(covariance[layer], references.covariance(batches), rtol=1e-4, atol=1e-6)
+
+
+def test_mie_with_rho_zero_and_t_identity_equals_plain_alternating_training():
+    # tau so small that exp(-tau * x) rounds to 1: T = V V^T = I up to rounding.
+    mie = train(small_config("mie", rho=0.0, tau=1e-30, outer_iterations=2), dataset())
+    plain = train(small_config("unimodal", outer_iterations=2), dataset())
+    for a, b in zip(mie["history"], plain["history"]):
+        np.testing.assert_allclose(a["step_losses"], b["step_losses"], rtol=2e-4)
+    # And the real method is not the plain one.
+    real = train(small_config("mie", outer_iterations=2), dataset())
+    assert not np.allclose(real["history"][-1]["step_losses"], plain["history"][-1]["step_losses"], rtol=1e-3)
+
+
+def test_online_covariance_trains_without_the_extra_pass():
+    results = train(small_config("mie", covariance="online", outer_iterations=2), dataset())
+    assert results["test"]["average"]["accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("method", ["mie", "ogm_ge", "mla"])
+def test_resume_equals_uninterrupted(tmp_path, method):
+    config = small_config(method, outer_iterations=2, variant="reference" if method == "mie" else "paper")
+    whole = train(config, dataset())
+    interrupted = train(config, dataset(), workdir=str(tmp_path), stop_after_phase=1)
+    assert not interrupted["finished"]
+    resumed = train(config, dataset(), workdir=str(tmp_path), resume=True)
+    assert resumed["finished"]
+    assert [r["step_losses"] for r in resumed["history"]] == [r["step_losses"] for r in whole["history"]]
+    assert resumed["test"] == whole["test"]
+    assert resumed["selected_phase"] == whole["selected_phase"]
+
+
+def test_resume_with_another_config_fails_clearly(tmp_path):
+    train(small_config("unimodal"), dataset(), workdir=str(tmp_path), stop_after_phase=1)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"different config \(dim: 16 -> 32\)"):
+        train(small_config("unimodal", dim=32), dataset(), workdir=str(tmp_path), resume=True)
+
+
+def test_non_finite_loss_stops_naming_phase_and_modality_and_keeps_last_checkpoint(tmp_path):
+    config = small_config("unimodal", learning_rate=1e12, outer_iterations=2, phase_epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"phase \d/6 \((fac|mor|zer)\), step \d+: loss is nan"):
+        train(config, dataset(), workdir=str(tmp_path))
+    saved = checkpoint.RunCheckpointer(str(tmp_path / "checkpoints"))
+    latest = saved.latest_step()
+    saved.close()
+    assert latest is None or latest >= 1  # Only completed, finite phases were saved.
+
+
+def test_reference_variant_selects_on_test_only_when_asked():
+    assert small_config().select_on == "validation"
+    results = train(small_config("unimodal", select_on="test"), dataset())
+    assert results["selected_on"] == "test"
+
+
+def test_unknown_modality_is_named():
+    with pytest.raises(ValueError, match=r"modalities \['pix'\] are not in dataset 'mfeat'"):
+        train(small_config(modalities=("fac", "pix")), dataset(("fac", "mor")))
