@@ -9,7 +9,7 @@ import pytest
 
 import mie_jax
 from mie_jax.data.registry import load_dataset
-from mie_jax.train import alternating, checkpoint, make_config, train
+from mie_jax.train import alternating, checkpoint, make_config, steps, train
 from mie_jax.train.trainer import NonFiniteLossError
 from tests import references
 
@@ -73,11 +73,11 @@ def test_t_of_each_phase_comes_from_the_modality_trained_just_before():
 
 def test_covariance_pass_equals_eq5_over_batches_of_twelve():
     method = alternating.AlternatingMethod(small_config(), dataset().splits["train"], 10)
-    params = method.init()["params"]["mor"]
+    state = method.init()
+    params, model_state = state["params"]["mor"], state["model_state"]["mor"]
     inputs = method.inputs["mor"]
-    covariance = method.covariance_passes["mor"](params, inputs, 12)
-    _, layer_inputs = jax.jit(lambda p, x: method.graphdefs["mor"] and
-                              __import__("flax").nnx.merge(method.graphdefs["mor"], p)(x))(params, inputs)
+    covariance = method.covariance_passes["mor"](params, model_state, inputs, 12)
+    (_, layer_inputs), _ = steps.apply_model(method.graphdefs["mor"], params, model_state, inputs, train=False)
     for layer in ("fc1", "fc2", "fc3"):
         features = np.asarray(layer_inputs[layer], np.float64)
         batches = [features[i:i + 12] for i in range(0, len(features), 12)]

@@ -18,8 +18,8 @@ class UnimodalClassifier(nnx.Module):
         self.encoder = encoder
         self.head = head
 
-    def __call__(self, x):
-        return self.head(self.encoder(x))
+    def __call__(self, x, *, train: bool = False):
+        return self.head(self.encoder(x, train=train))
 
 
 class ConcatClassifier(nnx.Module):
@@ -34,8 +34,8 @@ class ConcatClassifier(nnx.Module):
         self.encoders = nnx.Dict(encoders)
         self.head = head
 
-    def __call__(self, inputs: Mapping[str, jnp.ndarray]):
-        features = {name: self.encoders[name](inputs[name]) for name in sorted(inputs)}
+    def __call__(self, inputs: Mapping[str, jnp.ndarray], *, train: bool = False):
+        features = {name: self.encoders[name](inputs[name], train=train) for name in sorted(inputs)}
         logits, _ = self.head(jnp.concatenate([features[n] for n in sorted(features)], axis=-1))
         return logits, features
 
@@ -46,8 +46,8 @@ class LogitAverageClassifier(nnx.Module):
     def __init__(self, branches: Mapping[str, UnimodalClassifier]):
         self.branches = nnx.Dict(branches)
 
-    def __call__(self, inputs: Mapping[str, jnp.ndarray]):
-        logits = {name: self.branches[name](inputs[name])[0] for name in sorted(inputs)}
+    def __call__(self, inputs: Mapping[str, jnp.ndarray], *, train: bool = False):
+        logits = {name: self.branches[name](inputs[name], train=train)[0] for name in sorted(inputs)}
         return jnp.mean(jnp.stack(list(logits.values())), axis=0), logits
 
 
@@ -61,5 +61,5 @@ class SharedHeadClassifier(nnx.Module):
         self.encoders = nnx.Dict(encoders)
         self.head = head
 
-    def __call__(self, x, modality: str):
-        return self.head(self.encoders[modality](x))
+    def __call__(self, x, modality: str, *, train: bool = False):
+        return self.head(self.encoders[modality](x, train=train))

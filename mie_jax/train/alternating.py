@@ -17,15 +17,16 @@ import numpy as np
 from flax import nnx
 
 import mie_jax
-from mie_jax.models import Head, MLPEncoder, UnimodalClassifier
+from mie_jax.models import Head, UnimodalClassifier
+from mie_jax.models.encoders import build_encoder
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import batches, steps
 from mie_jax.train.config import TrainConfig
 
 
-def build_unimodal_classifier(config: TrainConfig, in_dim: int, num_classes: int, rngs: nnx.Rngs):
-    """An MLP encoder to the common ``Dim`` and MIE's head."""
-    encoder = MLPEncoder(in_dim, config.dim, hidden=config.encoder_hidden, rngs=rngs)
+def build_unimodal_classifier(config: TrainConfig, input_shape, num_classes: int, rngs: nnx.Rngs):
+    """An encoder for inputs of ``input_shape`` (one example's) to the common ``Dim``, and MIE's head."""
+    encoder = build_encoder(config, input_shape, rngs)
     return UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
 
 
@@ -41,11 +42,13 @@ class AlternatingMethod:
         self.labels = jnp.asarray(train_split.labels)
         self.num_classes = num_classes
         self.tx = steps.make_optimizer(config, sam=config.uses_sam)
-        self.graphdefs, self._initial_params = {}, {}
+        self.graphdefs, self._initial = {}, {"params": {}, "model_state": {}}
         rngs = nnx.Rngs(config.seed)
         for m in self.modalities:
-            model = build_unimodal_classifier(config, self.inputs[m].shape[1], num_classes, rngs)
-            self.graphdefs[m], self._initial_params[m] = steps.split_params(model)
+            model = build_unimodal_classifier(config, self.inputs[m].shape[1:], num_classes, rngs)
+            self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = (
+                steps.split_model(model)
+            )
         online = config.covariance == "online" and config.uses_gradient_modification
         self.phase_fns = {
             m: steps.make_phase_fn(
@@ -67,15 +70,16 @@ class AlternatingMethod:
         return self.modalities[phase % len(self.modalities)]
 
     def init(self) -> dict:
-        params = self._initial_params
+        params = self._initial["params"]
         return {
-            "params": params,
+            **self._initial,
             "opt_state": {m: self.tx.init(p) for m, p in params.items()},
             "covariance": {m: steps.zero_covariances(p) for m, p in params.items()},
         }
 
-    def params(self, state) -> Mapping[str, Any]:
-        return state["params"]
+    def variables(self, state) -> Mapping[str, Any]:
+        """What prediction needs: parameters and model state of every modality."""
+        return {"params": state["params"], "model_state": state["model_state"]}
 
     def _transforms(self, state, phase: int, modality: str):
         if not self.config.uses_gradient_modification:
@@ -89,12 +93,12 @@ class AlternatingMethod:
             matrices = {l: mie_jax.flat_transform(covariance[l], self.config.tau) for l in HEAD_LAYERS}
         return steps.head_kernel_tree(params, matrices)
 
-    def run_phase(self, state, phase: int, best_params=None):
+    def run_phase(self, state, phase: int, best_variables=None):
         config = self.config
         m = self.phase_name(phase)
-        params, opt_state = state["params"][m], state["opt_state"][m]
-        if config.reload_best_per_phase and best_params is not None:
-            params = best_params[m]
+        params, model_state, opt_state = state["params"][m], state["model_state"][m], state["opt_state"][m]
+        if config.reload_best_per_phase and best_variables is not None:
+            params, model_state = best_variables["params"][m], best_variables["model_state"][m]
         if config.fresh_optimizer_per_phase:
             opt_state = self.tx.init(params)
         rng = batches.phase_rng(config.seed, phase)
@@ -103,8 +107,8 @@ class AlternatingMethod:
         )
         lam, partners = batches.mixup_draws(rng, config.mixup_alpha, order.shape[0], config.batch_size)
         online = steps.zero_covariances(params)
-        params, opt_state, online, losses = self.phase_fns[m](
-            params, opt_state, online, self.inputs[m], self.labels, order, lam, partners,
+        params, model_state, opt_state, online, losses = self.phase_fns[m](
+            params, model_state, opt_state, online, self.inputs[m], self.labels, order, lam, partners,
             self._transforms(state, phase, m),
         )
         covariance = state["covariance"][m]
@@ -112,13 +116,19 @@ class AlternatingMethod:
             if config.covariance == "online":
                 covariance = online
             else:
-                covariance = self.covariance_passes[m](params, self.inputs[m], config.covariance_batch_size)
+                covariance = self.covariance_passes[m](
+                    params, model_state, self.inputs[m], config.covariance_batch_size
+                )
         state = {
             "params": {**state["params"], m: params},
+            "model_state": {**state["model_state"], m: model_state},
             "opt_state": {**state["opt_state"], m: opt_state},
             "covariance": {**state["covariance"], m: covariance},
         }
         return state, {"losses": np.asarray(losses)}
 
-    def logits(self, params, inputs) -> dict:
-        return {m: self.predicts[m](params[m], jnp.asarray(inputs[m])) for m in self.modalities}
+    def logits(self, variables, inputs) -> dict:
+        return {
+            m: self.predicts[m](variables["params"][m], variables["model_state"][m], jnp.asarray(inputs[m]))
+            for m in self.modalities
+        }

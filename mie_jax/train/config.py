@@ -27,6 +27,8 @@ class TrainConfig:
         listed in ``REFERENCE_PRESET``; explicit overrides still win.
       modalities: the dataset's modalities to use, in training order.
       dim: the common feature size ``Dim`` every encoder projects to.
+      encoder: the encoder of every modality, one of
+        ``mie_jax.models.encoders.ENCODERS``.
       encoder_hidden: the width of the MLP encoders' hidden layer.
       outer_iterations: Algorithm 1's outer loop count.
       phase_epochs: epochs of one modality's phase (alternating methods); the
@@ -68,6 +70,7 @@ class TrainConfig:
     variant: str = "paper"
     modalities: Sequence[str] = ("fac", "mor")
     dim: int = 128
+    encoder: str = "mlp"
     encoder_hidden: int = 256
     outer_iterations: int = 4
     phase_epochs: int = 3

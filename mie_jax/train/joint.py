@@ -22,7 +22,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier, MLPEncoder
+from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
+from mie_jax.models.encoders import build_encoder
 from mie_jax.train import batches, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
@@ -64,16 +65,14 @@ class JointMethod:
         rngs = nnx.Rngs(config.seed)
         if config.method == "joint" and config.joint_fusion == "average":
             model = LogitAverageClassifier({
-                m: build_unimodal_classifier(config, self.inputs[m].shape[1], num_classes, rngs)
+                m: build_unimodal_classifier(config, self.inputs[m].shape[1:], num_classes, rngs)
                 for m in self.modalities
             })
         else:
-            encoders = {
-                m: MLPEncoder(self.inputs[m].shape[1], config.dim, hidden=config.encoder_hidden, rngs=rngs)
-                for m in self.modalities
-            }
+            encoders = {m: build_encoder(config, self.inputs[m].shape[1:], rngs) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
-        self.graphdef, self._initial_params = steps.split_params(model)
+        self.graphdef, params, model_state = steps.split_model(model)
+        self._initial = {"params": params, "model_state": model_state}
         self.tx = steps.make_optimizer(config, sam=False)
         self.predict = steps.make_predict(self.graphdef)
         self.phase_fn = self._make_phase_fn()
@@ -86,14 +85,14 @@ class JointMethod:
         return f"epoch {phase + 1}"
 
     def init(self) -> dict:
-        return {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
+        return {**self._initial, "opt_state": self.tx.init(self._initial["params"])}
 
-    def params(self, state):
-        return state["params"]
+    def variables(self, state):
+        return {"params": state["params"], "model_state": state["model_state"]}
 
-    def _modality_scores(self, params, features, y):
+    def _modality_scores(self, params, model_state, features, y):
         """Per modality, the summed true-class probability from its share of the head's input."""
-        head = nnx.merge(self.graphdef, params).head
+        head = nnx.merge(self.graphdef, params, model_state).head
         names = sorted(features)
         scores = []
         for name in names:
@@ -109,19 +108,21 @@ class JointMethod:
         modulate = config.method == "ogm_ge"
 
         @jax.jit
-        def phase(params, opt_state, inputs, labels, batch_indices, keys):
+        def phase(params, model_state, opt_state, inputs, labels, batch_indices, keys):
             def step(carry, batch):
-                params, opt_state = carry
+                params, model_state, opt_state = carry
                 indices, key = batch
                 xs = {m: inputs[m][indices] for m in inputs}
                 y = labels[indices]
 
                 def loss_fn(p):
-                    logits, features = nnx.merge(graphdef, p)(xs)
-                    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), features
+                    (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)
+                    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                    return loss, (features, new_state)
 
-                def modify_grads(grads, features):
-                    names, scores = self._modality_scores(params, jax.lax.stop_gradient(features), y)
+                def modify_grads(grads, aux):
+                    features = jax.lax.stop_gradient(aux[0])
+                    names, scores = self._modality_scores(params, model_state, features, y)
                     coefficients = ogm_coefficients(scores, config.ogm_alpha)
                     encoders = dict(grads["encoders"])
                     for i, name in enumerate(names):
@@ -132,25 +133,29 @@ class JointMethod:
                         )
                     return {**grads, "encoders": encoders}
 
-                params, opt_state, loss, _ = steps.optimizer_step(
+                params, opt_state, loss, (_, model_state) = steps.optimizer_step(
                     loss_fn, tx, params, opt_state, modify_grads=modify_grads if modulate else None
                 )
-                return (params, opt_state), loss
+                return (params, model_state, opt_state), loss
 
-            (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batch_indices, keys))
-            return params, opt_state, losses
+            (params, model_state, opt_state), losses = jax.lax.scan(
+                step, (params, model_state, opt_state), (batch_indices, keys)
+            )
+            return params, model_state, opt_state, losses
 
         return phase
 
-    def run_phase(self, state, phase: int, best_params=None):
-        del best_params  # Joint training has no stages to restart.
+    def run_phase(self, state, phase: int, best_variables=None):
+        del best_variables  # Joint training has no stages to restart.
         rng = batches.phase_rng(self.config.seed, phase)
         order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
         keys = jax.random.split(jax.random.key(int(rng.integers(2**31))), order.shape[0])
-        params, opt_state, losses = self.phase_fn(
-            state["params"], state["opt_state"], self.inputs, self.labels, order, keys
+        params, model_state, opt_state, losses = self.phase_fn(
+            state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order, keys
         )
-        return {"params": params, "opt_state": opt_state}, {"losses": np.asarray(losses)}
+        state = {"params": params, "model_state": model_state, "opt_state": opt_state}
+        return state, {"losses": np.asarray(losses)}
 
-    def logits(self, params, inputs) -> dict:
-        return {"joint": self.predict(params, {m: jnp.asarray(inputs[m]) for m in self.modalities})}
+    def logits(self, variables, inputs) -> dict:
+        inputs = {m: jnp.asarray(inputs[m]) for m in self.modalities}
+        return {"joint": self.predict(variables["params"], variables["model_state"], inputs)}

@@ -19,7 +19,8 @@ import optax
 from flax import nnx
 
 import mie_jax
-from mie_jax.models import Head, MLPEncoder, SharedHeadClassifier
+from mie_jax.models import Head, SharedHeadClassifier
+from mie_jax.models.encoders import build_encoder
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import batches, steps
 from mie_jax.train.config import TrainConfig
@@ -36,17 +37,15 @@ class SharedHeadMethod:
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
         rngs = nnx.Rngs(config.seed)
-        encoders = {
-            m: MLPEncoder(self.inputs[m].shape[1], config.dim, hidden=config.encoder_hidden, rngs=rngs)
-            for m in self.modalities
-        }
+        encoders = {m: build_encoder(config, self.inputs[m].shape[1:], rngs) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
-        self.graphdef, self._initial_params = steps.split_params(model)
+        self.graphdef, params, model_state = steps.split_model(model)
+        self._initial = {"params": params, "model_state": model_state}
         self.steps_per_epoch = self.labels.shape[0] // config.batch_size
         projection = None
         if config.mla_projection:
             m, per_epoch, base = len(self.modalities), self.steps_per_epoch, config.mla_alpha_base
-            mask = steps.head_kernel_tree(self._initial_params, {l: True for l in HEAD_LAYERS})
+            mask = steps.head_kernel_tree(params, {l: True for l in HEAD_LAYERS})
             mask = jax.tree.map(lambda leaf: leaf is True, mask, is_leaf=lambda x: x is None)
             projection = mie_jax.orthogonal_projection(
                 # One update per modality per batch: count // m is the batch number.
@@ -65,52 +64,61 @@ class SharedHeadMethod:
         return f"epoch {phase + 1}"
 
     def init(self) -> dict:
-        return {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
+        return {**self._initial, "opt_state": self.tx.init(self._initial["params"])}
 
-    def params(self, state):
-        return state["params"]
+    def variables(self, state):
+        return {"params": state["params"], "model_state": state["model_state"]}
 
     def _make_phase_fn(self):
         graphdef, tx, modalities = self.graphdef, self.tx, self.modalities
         project = self.config.mla_projection
 
         @jax.jit
-        def phase(params, opt_state, inputs, labels, batch_indices):
+        def phase(params, model_state, opt_state, inputs, labels, batch_indices):
             def step(carry, indices):
-                params, opt_state = carry
+                params, model_state, opt_state = carry
 
-                def features_of(layer_inputs):
-                    return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(layer_inputs))}
+                def features_of(aux):
+                    return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
 
                 y = labels[indices]
                 losses = []
                 for m in modalities:
                     x = inputs[m][indices]
 
-                    def loss_fn(p, x=x, m=m):
-                        logits, layer_inputs = nnx.merge(graphdef, p)(x, m)
-                        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), layer_inputs
+                    def loss_fn(p, x=x, m=m, model_state=model_state):
+                        (logits, layer_inputs), new_state = steps.apply_model(
+                            graphdef, p, model_state, x, m, train=True
+                        )
+                        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                        return loss, (layer_inputs, new_state)
 
-                    params, opt_state, loss, _ = steps.optimizer_step(
+                    params, opt_state, loss, (_, model_state) = steps.optimizer_step(
                         loss_fn, tx, params, opt_state,
                         extra_args_from_aux=features_of if project else None,
                     )
                     losses.append(loss)
-                return (params, opt_state), jnp.mean(jnp.stack(losses))
+                return (params, model_state, opt_state), jnp.mean(jnp.stack(losses))
 
-            (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batch_indices)
-            return params, opt_state, losses
+            (params, model_state, opt_state), losses = jax.lax.scan(
+                step, (params, model_state, opt_state), batch_indices
+            )
+            return params, model_state, opt_state, losses
 
         return phase
 
-    def run_phase(self, state, phase: int, best_params=None):
-        del best_params
+    def run_phase(self, state, phase: int, best_variables=None):
+        del best_variables  # MLA has no stages to restart.
         rng = batches.phase_rng(self.config.seed, phase)
         order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
-        params, opt_state, losses = self.phase_fn(
-            state["params"], state["opt_state"], self.inputs, self.labels, order
+        params, model_state, opt_state, losses = self.phase_fn(
+            state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order
         )
-        return {"params": params, "opt_state": opt_state}, {"losses": np.asarray(losses)}
+        state = {"params": params, "model_state": model_state, "opt_state": opt_state}
+        return state, {"losses": np.asarray(losses)}
 
-    def logits(self, params, inputs) -> dict:
-        return {m: self.predicts[m](params, jnp.asarray(inputs[m])) for m in self.modalities}
+    def logits(self, variables, inputs) -> dict:
+        return {
+            m: self.predicts[m](variables["params"], variables["model_state"], jnp.asarray(inputs[m]))
+            for m in self.modalities
+        }

@@ -39,10 +39,25 @@ def mixup_cross_entropy(logits, labels, partner_labels, lam):
     return jnp.mean(lam * ce(logits, labels) + (1.0 - lam) * ce(logits, partner_labels))
 
 
-def split_params(model: nnx.Module):
-    """``(graphdef, params)`` with params a plain nested dict of arrays."""
-    graphdef, state = nnx.split(model, nnx.Param)
-    return graphdef, nnx.to_pure_dict(state)
+def split_model(model: nnx.Module):
+    """``(graphdef, params, model_state)``, the last two plain nested dicts of arrays.
+
+    ``model_state`` holds every variable that is not a parameter (BatchNorm
+    statistics); it is empty for models without any.
+    """
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
+
+
+def apply_model(graphdef, params, model_state, *args, train: bool, **kwargs):
+    """Runs the module functionally: ``(outputs, updated model_state)``.
+
+    With ``train=True`` BatchNorm normalises by the batch and updates its
+    running statistics; with ``train=False`` it uses them.
+    """
+    model = nnx.merge(graphdef, params, model_state)
+    outputs = model(*args, train=train, **kwargs)
+    return outputs, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
 
 
 def head_kernel_tree(params: Any, leaves: Mapping[str, Any]) -> Any:
@@ -89,26 +104,28 @@ def make_phase_fn(
 ) -> Callable:
     """One modality's phase as a single jitted ``lax.scan`` over its steps.
 
-    The returned function takes ``(params, opt_state, covariance, inputs,
-    labels, batch_indices [S, B], lam [S], partners [S, B], transforms)`` and
-    returns ``(params, opt_state, covariance, losses [S])``. With
+    The returned function takes ``(params, model_state, opt_state, covariance,
+    inputs, labels, batch_indices [S, B], lam [S], partners [S, B],
+    transforms)`` and returns ``(params, model_state, opt_state, covariance,
+    losses [S])``. With
     ``online_covariance`` each step also adds its head-layer inputs to
     ``covariance`` (Eq. 5 without a separate pass).
     """
 
     @jax.jit
-    def phase(params, opt_state, covariance, inputs, labels, batch_indices, lam, partners, transforms):
+    def phase(params, model_state, opt_state, covariance, inputs, labels, batch_indices, lam, partners,
+              transforms):
         def step(carry, batch):
-            params, opt_state, covariance = carry
+            params, model_state, opt_state, covariance = carry
             indices, lam_t, partner = batch
             x, y = inputs[indices], labels[indices]
             x = lam_t * x + (1.0 - lam_t) * x[partner]
 
             def loss_fn(p):
-                logits, layer_inputs = nnx.merge(graphdef, p)(x)
-                return mixup_cross_entropy(logits, y, y[partner], lam_t), layer_inputs
+                (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
+                return mixup_cross_entropy(logits, y, y[partner], lam_t), (layer_inputs, new_state)
 
-            params, opt_state, loss, layer_inputs = optimizer_step(
+            params, opt_state, loss, (layer_inputs, model_state) = optimizer_step(
                 loss_fn, tx, params, opt_state, transforms=transforms
             )
             if online_covariance:
@@ -118,12 +135,12 @@ def make_phase_fn(
                     )
                     for layer in HEAD_LAYERS
                 }
-            return (params, opt_state, covariance), loss
+            return (params, model_state, opt_state, covariance), loss
 
-        (params, opt_state, covariance), losses = jax.lax.scan(
-            step, (params, opt_state, covariance), (batch_indices, lam, partners)
+        (params, model_state, opt_state, covariance), losses = jax.lax.scan(
+            step, (params, model_state, opt_state, covariance), (batch_indices, lam, partners)
         )
-        return params, opt_state, covariance, losses
+        return params, model_state, opt_state, covariance, losses
 
     return phase
 
@@ -137,46 +154,48 @@ def zero_covariances(params) -> dict:
 
 
 def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:
-    """Eq. 5 over a whole split: ``fn(params, inputs, batch_size) -> {layer: Ybar}``.
+    """Eq. 5 over a whole split: ``fn(params, model_state, inputs, batch_size) -> {layer: Ybar}``.
 
     Batches are taken in order (every example once; the last batch may be
-    smaller), with the given parameters held fixed and no gradient.
+    smaller), in evaluation mode, with the parameters held fixed and no gradient.
     """
 
-    def accumulate(params, covariance, x):
-        _, layer_inputs = nnx.merge(graphdef, params)(x)
+    def accumulate(params, model_state, covariance, x):
+        (_, layer_inputs), _ = apply_model(graphdef, params, model_state, x, train=False)
         return {
             layer: mie_jax.update_covariance(covariance[layer], layer_inputs[layer], statistic=statistic)
             for layer in HEAD_LAYERS
         }
 
     @jax.jit
-    def full_batches(params, covariance, batches):
-        return jax.lax.scan(lambda c, x: (accumulate(params, c, x), None), covariance, batches)[0]
+    def full_batches(params, model_state, covariance, batches):
+        return jax.lax.scan(
+            lambda c, x: (accumulate(params, model_state, c, x), None), covariance, batches
+        )[0]
 
     accumulate_one = jax.jit(accumulate)
 
-    def covariance_pass(params, inputs, batch_size):
+    def covariance_pass(params, model_state, inputs, batch_size):
         covariance = zero_covariances(params)
         whole = (inputs.shape[0] // batch_size) * batch_size
         if whole:
             batches = inputs[:whole].reshape(-1, batch_size, *inputs.shape[1:])
-            covariance = full_batches(params, covariance, batches)
+            covariance = full_batches(params, model_state, covariance, batches)
         if whole < inputs.shape[0]:
-            covariance = accumulate_one(params, covariance, inputs[whole:])
+            covariance = accumulate_one(params, model_state, covariance, inputs[whole:])
         return covariance
 
     return covariance_pass
 
 
 def make_predict(graphdef, **call_kwargs) -> Callable:
-    """``fn(params, inputs) -> logits`` for a module returning ``(logits, aux)``.
+    """``fn(params, model_state, inputs) -> logits`` (evaluation mode) for a module returning ``(logits, aux)``.
 
     ``call_kwargs`` are static arguments of the module's call (e.g. ``modality=``).
     """
 
     @jax.jit
-    def predict(params, inputs):
-        return nnx.merge(graphdef, params)(inputs, **call_kwargs)[0]
+    def predict(params, model_state, inputs):
+        return apply_model(graphdef, params, model_state, inputs, train=False, **call_kwargs)[0][0]
 
     return predict

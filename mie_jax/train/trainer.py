@@ -38,14 +38,14 @@ def build_method(config: TrainConfig, dataset: MultimodalDataset):
     return JointMethod(config, train, dataset.num_classes)
 
 
-def evaluate(method, params, split: Split) -> dict:
+def evaluate(method, variables, split: Split) -> dict:
     """Metrics of each modality's prediction and of every fusion of them.
 
     Returns a dict from prediction name (a modality, ``average``,
     ``weighted``, or ``joint`` for jointly trained models) to
     :func:`mie_jax.metrics.classification_metrics`.
     """
-    logits = method.logits(params, split.inputs)
+    logits = method.logits(variables, split.inputs)
     results = {
         name: metrics.classification_metrics(split.labels, np.asarray(jax.nn.softmax(value)))
         for name, value in logits.items()
@@ -109,7 +109,7 @@ def train(
     head = headline(method, fusion_name)
     selection_split = dataset.splits["test" if config.select_on == "test" else "validation"]
     state = method.init()
-    best = {"params": method.params(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
+    best = {"variables": method.variables(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
     history, start = [], 0
     checkpointer = checkpoint.RunCheckpointer(f"{workdir}/checkpoints") if workdir else None
     if resume and checkpointer is not None and checkpointer.latest_step() is not None:
@@ -118,8 +118,8 @@ def train(
         state, best, history = restored["state"], restored["best"], meta["history"]
     end = method.num_phases if stop_after_phase is None else min(stop_after_phase, method.num_phases)
     for phase in range(start, end):
-        best_params = best["params"] if int(best["phase"]) >= 0 else None
-        state, info = method.run_phase(state, phase, best_params)
+        best_variables = best["variables"] if int(best["phase"]) >= 0 else None
+        state, info = method.run_phase(state, phase, best_variables)
         losses = info["losses"]
         if not np.all(np.isfinite(losses)):
             bad_step = int(np.flatnonzero(~np.isfinite(losses))[0])
@@ -127,10 +127,10 @@ def train(
                 f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
                 f"loss is {losses[bad_step]}; the last good checkpoint is kept in {workdir or '(no workdir)'}."
             )
-        validation = evaluate(method, method.params(state), selection_split)
+        validation = evaluate(method, method.variables(state), selection_split)
         score = validation[head][config.selection_metric]
         if score > float(best["score"]):
-            best = {"params": method.params(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
+            best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
         record = {"phase": phase, "num_phases": method.num_phases, "name": method.phase_name(phase),
                   "headline": head, "loss": float(np.mean(losses)),
                   "step_losses": [float(x) for x in losses], "selection": validation}
@@ -149,5 +149,5 @@ def train(
         "headline": head,
         "num_phases": method.num_phases,
         "finished": end == method.num_phases,
-        "test": evaluate(method, best["params"], dataset.splits["test"]),
+        "test": evaluate(method, best["variables"], dataset.splits["test"]),
     }
