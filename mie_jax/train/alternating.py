@@ -35,11 +35,12 @@ class AlternatingMethod:
 
     per_modality = True
 
-    def __init__(self, config: TrainConfig, train_split, num_classes: int):
+    def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
         self.config = config
         self.modalities = tuple(config.modalities)
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
+        self.mesh = mesh
         self.num_classes = num_classes
         self.tx = steps.make_optimizer(config, sam=config.uses_sam)
         self.graphdefs, self._initial = {}, {"params": {}, "model_state": {}}
@@ -52,7 +53,7 @@ class AlternatingMethod:
         online = config.covariance == "online" and config.uses_gradient_modification
         self.phase_fns = {
             m: steps.make_phase_fn(
-                g, self.tx, online_covariance=online, statistic=config.covariance_statistic
+                g, self.tx, online_covariance=online, statistic=config.covariance_statistic, mesh=mesh
             )
             for m, g in self.graphdefs.items()
         }

@@ -8,6 +8,11 @@ import jax
 import orbax.checkpoint as ocp
 
 
+# Config keys that change where the computation runs, not what it computes:
+# a checkpoint moves freely between their values (e.g. from 8 devices to 1).
+LAYOUT_KEYS = ("num_devices",)
+
+
 class CheckpointMismatchError(ValueError):
     """The checkpoint in a workdir was written by a different configuration."""
 
@@ -43,7 +48,10 @@ class RunCheckpointer:
         """
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         stored, current = meta["config"], config_to_json(config)
-        differing = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        differing = sorted(
+            k for k in set(stored) | set(current)
+            if k not in LAYOUT_KEYS and stored.get(k) != current.get(k)
+        )
         if differing:
             details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differing)
             raise CheckpointMismatchError(

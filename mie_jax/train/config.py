@@ -64,6 +64,8 @@ class TrainConfig:
       mla_alpha_base: MLA's OWM alpha is ``base ** (1 + batch / batches)``.
       mla_projection: apply MLA's projection (its public code never does).
       seed: seeds the parameters, the batch order and mixup.
+      num_devices: devices of the data-parallel mesh (0: all); the results do
+        not depend on it beyond floating-point summation order.
     """
 
     method: str = "mie"
@@ -97,6 +99,7 @@ class TrainConfig:
     mla_alpha_base: float = 0.1
     mla_projection: bool = True
     seed: int = 0
+    num_devices: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))

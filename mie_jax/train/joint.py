@@ -24,7 +24,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder
-from mie_jax.train import batches, steps
+from mie_jax.train import batches, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
 
@@ -57,8 +57,9 @@ class JointMethod:
 
     per_modality = False
 
-    def __init__(self, config: TrainConfig, train_split, num_classes: int):
+    def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
         self.config = config
+        self.mesh = mesh
         self.modalities = tuple(config.modalities)
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
@@ -104,7 +105,7 @@ class JointMethod:
         return names, jnp.stack(scores)
 
     def _make_phase_fn(self):
-        graphdef, tx, config = self.graphdef, self.tx, self.config
+        graphdef, tx, config, mesh = self.graphdef, self.tx, self.config, self.mesh
         modulate = config.method == "ogm_ge"
 
         @jax.jit
@@ -112,8 +113,7 @@ class JointMethod:
             def step(carry, batch):
                 params, model_state, opt_state = carry
                 indices, key = batch
-                xs = {m: inputs[m][indices] for m in inputs}
-                y = labels[indices]
+                xs, y = parallel.shard_batch(({m: inputs[m][indices] for m in inputs}, labels[indices]), mesh)
 
                 def loss_fn(p):
                     (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)

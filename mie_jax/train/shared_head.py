@@ -22,7 +22,7 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import batches, steps
+from mie_jax.train import batches, parallel, steps
 from mie_jax.train.config import TrainConfig
 
 
@@ -31,8 +31,9 @@ class SharedHeadMethod:
 
     per_modality = True
 
-    def __init__(self, config: TrainConfig, train_split, num_classes: int):
+    def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
         self.config = config
+        self.mesh = mesh
         self.modalities = tuple(config.modalities)
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
@@ -71,7 +72,7 @@ class SharedHeadMethod:
 
     def _make_phase_fn(self):
         graphdef, tx, modalities = self.graphdef, self.tx, self.modalities
-        project = self.config.mla_projection
+        project, mesh = self.config.mla_projection, self.mesh
 
         @jax.jit
         def phase(params, model_state, opt_state, inputs, labels, batch_indices):
@@ -81,10 +82,10 @@ class SharedHeadMethod:
                 def features_of(aux):
                     return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
 
-                y = labels[indices]
+                y = parallel.shard_batch(labels[indices], mesh)
                 losses = []
                 for m in modalities:
-                    x = inputs[m][indices]
+                    x = parallel.shard_batch(inputs[m][indices], mesh)
 
                     def loss_fn(p, x=x, m=m, model_state=model_state):
                         (logits, layer_inputs), new_state = steps.apply_model(

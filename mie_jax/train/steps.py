@@ -9,6 +9,7 @@ from flax import nnx
 
 import mie_jax
 from mie_jax.models.head import HEAD_LAYERS
+from mie_jax.train import parallel
 from mie_jax.train.config import TrainConfig
 
 
@@ -100,7 +101,7 @@ def optimizer_step(
 
 
 def make_phase_fn(
-    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean"
+    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None
 ) -> Callable:
     """One modality's phase as a single jitted ``lax.scan`` over its steps.
 
@@ -109,7 +110,8 @@ def make_phase_fn(
     transforms)`` and returns ``(params, model_state, opt_state, covariance,
     losses [S])``. With
     ``online_covariance`` each step also adds its head-layer inputs to
-    ``covariance`` (Eq. 5 without a separate pass).
+    ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, each
+    batch is split over its devices (:mod:`mie_jax.train.parallel`).
     """
 
     @jax.jit
@@ -120,10 +122,11 @@ def make_phase_fn(
             indices, lam_t, partner = batch
             x, y = inputs[indices], labels[indices]
             x = lam_t * x + (1.0 - lam_t) * x[partner]
+            x, y, partner_y = parallel.shard_batch((x, y, y[partner]), mesh)
 
             def loss_fn(p):
                 (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
-                return mixup_cross_entropy(logits, y, y[partner], lam_t), (layer_inputs, new_state)
+                return mixup_cross_entropy(logits, y, partner_y, lam_t), (layer_inputs, new_state)
 
             params, opt_state, loss, (layer_inputs, model_state) = optimizer_step(
                 loss_fn, tx, params, opt_state, transforms=transforms

@@ -9,7 +9,7 @@ import numpy as np
 
 from mie_jax import fusion, metrics
 from mie_jax.data.registry import MultimodalDataset, Split
-from mie_jax.train import checkpoint
+from mie_jax.train import checkpoint, parallel
 from mie_jax.train.config import TrainConfig
 
 FUSIONS = ("average", "weighted")
@@ -19,7 +19,7 @@ class NonFiniteLossError(FloatingPointError):
     """A phase produced a non-finite loss; the last good checkpoint is kept."""
 
 
-def build_method(config: TrainConfig, dataset: MultimodalDataset):
+def build_method(config: TrainConfig, dataset: MultimodalDataset, mesh=None):
     """The training method named by ``config.method``, over ``dataset``'s train split."""
     missing = [m for m in config.modalities if m not in dataset.splits["train"].inputs]
     if missing:
@@ -30,12 +30,12 @@ def build_method(config: TrainConfig, dataset: MultimodalDataset):
     train = dataset.splits["train"]
     if config.alternating:
         from mie_jax.train.alternating import AlternatingMethod
-        return AlternatingMethod(config, train, dataset.num_classes)
+        return AlternatingMethod(config, train, dataset.num_classes, mesh)
     if config.method == "mla":
         from mie_jax.train.shared_head import SharedHeadMethod
-        return SharedHeadMethod(config, train, dataset.num_classes)
+        return SharedHeadMethod(config, train, dataset.num_classes, mesh)
     from mie_jax.train.joint import JointMethod
-    return JointMethod(config, train, dataset.num_classes)
+    return JointMethod(config, train, dataset.num_classes, mesh)
 
 
 def evaluate(method, variables, split: Split) -> dict:
@@ -105,10 +105,12 @@ def train(
     """
     if fusion_name not in FUSIONS:
         raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion_name!r}.")
-    method = build_method(config, dataset)
+    mesh = parallel.data_mesh(config.num_devices)
+    parallel.check_batch_size(config.batch_size, mesh)
+    method = build_method(config, dataset, mesh)
     head = headline(method, fusion_name)
     selection_split = dataset.splits["test" if config.select_on == "test" else "validation"]
-    state = method.init()
+    state = parallel.replicate(method.init(), mesh)
     best = {"variables": method.variables(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
     history, start = [], 0
     checkpointer = checkpoint.RunCheckpointer(f"{workdir}/checkpoints") if workdir else None
