@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+import jax
+
 from experiments import configs, outputs
 from mie_jax.data.registry import DATASETS, load_dataset
 from mie_jax.train import METHODS, make_config, train
@@ -33,11 +35,19 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable); an unknown key lists the valid ones")
     parser.add_argument("--resume", action="store_true", help="continue from the workdir's latest checkpoint")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: call jax.distributed.initialize() with the --coordinator, "
+                             "--num-processes and --process-id given, or from the cluster's environment")
+    parser.add_argument("--coordinator", default=None, help="host:port of process 0 (with --distributed)")
+    parser.add_argument("--num-processes", type=int, default=None)
+    parser.add_argument("--process-id", type=int, default=None)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.distributed:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
         config = make_config(configs.get_config(args.dataset), args.overrides,
                              method=args.method, variant=args.variant, seed=args.seed)
@@ -55,8 +65,12 @@ def main(argv=None) -> int:
     print(title, file=sys.stderr)
     log = None
 
+    writer = jax.process_index() == 0  # One host writes the logs; Orbax coordinates checkpoints itself.
+
     def on_phase(record):
         nonlocal log
+        if not writer:
+            return
         if log is None:
             log = outputs.PhaseLog(workdir, first_phase=record["phase"])
         log.append(record)
@@ -64,6 +78,8 @@ def main(argv=None) -> int:
 
     results = train(config, dataset, fusion_name=args.fusion, workdir=workdir,
                     resume=args.resume, on_phase=on_phase)
+    if not writer:
+        return 0
     if not results["history"]:
         print("nothing to train: every phase is already done", file=sys.stderr)
     table = outputs.write_results(workdir, results, title)
