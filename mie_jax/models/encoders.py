@@ -1,20 +1,87 @@
-"""Encoders by name: what ``TrainConfig.encoder`` selects for each modality."""
+"""Encoders by name: what ``TrainConfig.encoder`` selects for each modality.
 
+Every encoder maps one modality's inputs to the common feature size ``Dim``
+(``config.dim``), so MIE's head, and its ``T`` matrices, have the same shapes
+for every modality (the paper, end of section 3.2).
+"""
+
+from typing import Mapping, Sequence
+
+import jax.numpy as jnp
 from flax import nnx
 
+from mie_jax.models import bert as bert_lib
 from mie_jax.models.mlp import MLPEncoder
+from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
 
-ENCODERS = ("mlp",)
+ENCODERS = ("mlp", "resnet18", "resnet50", "frames_resnet18", "bert")
 
 
-def build_encoder(config, input_shape, rngs: nnx.Rngs) -> nnx.Module:
-    """The encoder ``config.encoder`` mapping one example of ``input_shape`` to ``config.dim`` features.
+class ProjectedEncoder(nnx.Module):
+    """A backbone's features, linearly projected to ``dim``."""
+
+    def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs):
+        self.backbone = backbone
+        self.projection = nnx.Linear(in_features, dim, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False):
+        return self.projection(self.backbone(x, train=train))
+
+
+class TextEncoder(nnx.Module):
+    """BERT's [CLS] feature (the paper's text setting), projected to ``dim``.
+
+    Inputs are token ids ``[B, T]``; the attention mask is ``ids != pad_id``.
+    """
+
+    def __init__(self, encoder: bert_lib.BertEncoder, pad_id: int, dim: int, *, rngs: nnx.Rngs):
+        self.encoder = encoder
+        self.pad_id = pad_id
+        self.projection = nnx.Linear(encoder.config.hidden_size, dim, rngs=rngs)
+
+    def __call__(self, ids, *, train: bool = False):
+        del train  # No dropout: fine-tuning runs deterministic.
+        hidden = self.encoder(ids, (ids != self.pad_id).astype(jnp.int32))
+        return self.projection(bert_lib.cls_feature(hidden))
+
+
+def encoder_names(config, modalities: Sequence[str]) -> Mapping[str, str]:
+    """Parses ``config.encoder``: one name for every modality, or ``modality=name,...``.
 
     Raises:
-      ValueError: an unknown encoder, or inputs of a shape it cannot take.
+      ValueError: an unknown encoder name, or a modality without one.
     """
-    if config.encoder == "mlp":
-        if len(input_shape) != 1:
-            raise ValueError(f"encoder 'mlp' expects feature vectors [d], got examples of shape {tuple(input_shape)}.")
-        return MLPEncoder(input_shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
-    raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {config.encoder!r}.")
+    spec = config.encoder
+    if "=" not in spec:
+        names = {m: spec for m in modalities}
+    else:
+        names = dict(item.split("=", 1) for item in spec.split(","))
+    missing = [m for m in modalities if m not in names]
+    if missing:
+        raise ValueError(f"encoder {spec!r} names no encoder for modalities {missing}.")
+    for name in names.values():
+        if name not in ENCODERS:
+            raise ValueError(f"encoder must name encoders from {list(ENCODERS)}, got {name!r}.")
+    return names
+
+
+def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs) -> nnx.Module:
+    """The encoder ``name`` for examples of ``input_shape``, with ``config.dim`` outputs.
+
+    Raises:
+      ValueError: inputs of a shape the encoder cannot take.
+    """
+    shape = tuple(input_shape)
+    expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "bert": 1}[name]
+    if len(shape) != expected:
+        raise ValueError(f"encoder {name!r} expects examples with {expected} axes, got shape {shape}.")
+    if name == "mlp":
+        return MLPEncoder(shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
+    if name == "bert":
+        model, tokenizer = bert_lib.load_bert(config.bert_dir or bert_lib.default_minilm_dir())
+        return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.dim, rngs=rngs)
+    make = resnet50 if name == "resnet50" else resnet18
+    backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
+    if name == "frames_resnet18":
+        backbone = FrameResNet(backbone)
+    return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs)

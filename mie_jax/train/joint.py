@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
-from mie_jax.models.encoders import build_encoder
+from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.train import batches, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
@@ -64,13 +64,14 @@ class JointMethod:
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
         rngs = nnx.Rngs(config.seed)
+        names = encoder_names(config, self.modalities)
         if config.method == "joint" and config.joint_fusion == "average":
             model = LogitAverageClassifier({
-                m: build_unimodal_classifier(config, self.inputs[m].shape[1:], num_classes, rngs)
+                m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs)
                 for m in self.modalities
             })
         else:
-            encoders = {m: build_encoder(config, self.inputs[m].shape[1:], rngs) for m in self.modalities}
+            encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
         self.graphdef, params, model_state = steps.split_model(model)
         self._initial = {"params": params, "model_state": model_state}

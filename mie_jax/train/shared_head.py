@@ -20,7 +20,7 @@ from flax import nnx
 
 import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
-from mie_jax.models.encoders import build_encoder
+from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import batches, parallel, steps
 from mie_jax.train.config import TrainConfig
@@ -38,7 +38,8 @@ class SharedHeadMethod:
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
         rngs = nnx.Rngs(config.seed)
-        encoders = {m: build_encoder(config, self.inputs[m].shape[1:], rngs) for m in self.modalities}
+        names = encoder_names(config, self.modalities)
+        encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
         self.graphdef, params, model_state = steps.split_model(model)
         self._initial = {"params": params, "model_state": model_state}

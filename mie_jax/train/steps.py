@@ -121,7 +121,10 @@ def make_phase_fn(
             params, model_state, opt_state, covariance = carry
             indices, lam_t, partner = batch
             x, y = inputs[indices], labels[indices]
-            x = lam_t * x + (1.0 - lam_t) * x[partner]
+            if jnp.issubdtype(inputs.dtype, jnp.floating):
+                x = lam_t * x + (1.0 - lam_t) * x[partner]
+            else:  # Token ids cannot be mixed: mixup applies to continuous inputs only.
+                lam_t = jnp.ones_like(lam_t)
             x, y, partner_y = parallel.shard_batch((x, y, y[partner]), mesh)
 
             def loss_fn(p):

@@ -1,0 +1,72 @@
+"""Encoders by name, and an image + text run through ResNet18 and BERT end to end."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mie_jax.data.registry import MultimodalDataset, Split, load_dataset
+from mie_jax.models import encoders
+from mie_jax.train import make_config, steps, train
+
+
+def test_one_name_serves_every_modality_or_one_per_modality():
+    assert encoders.encoder_names(make_config({}), ("a", "b")) == {"a": "mlp", "b": "mlp"}
+    config = make_config({"encoder": "image=resnet18,text=bert"})
+    assert encoders.encoder_names(config, ("image", "text")) == {"image": "resnet18", "text": "bert"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("image=resnet18", r"names no encoder for modalities \['text'\]"),
+    ("image=vgg,text=bert", r"encoder must name encoders from .*got 'vgg'"),
+])
+def test_bad_encoder_specs_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        encoders.encoder_names(make_config({"encoder": spec}), ("image", "text"))
+
+
+def test_input_rank_must_fit_the_encoder():
+    with pytest.raises(ValueError, match=r"encoder 'resnet18' expects examples with 3 axes, got shape \(216,\)"):
+        encoders.build_encoder(make_config({}), "resnet18", (216,), nnx.Rngs(0))
+
+
+def test_every_encoder_projects_to_dim():
+    config = make_config({"dim": 8, "resnet_width": 4})
+    cases = {"mlp": (np.ones((2, 5), np.float32),), "resnet18": (np.ones((2, 16, 16, 1), np.float32),),
+             "frames_resnet18": (np.ones((2, 3, 16, 16, 3), np.float32),),
+             "bert": (np.array([[101, 2023, 102, 0], [101, 102, 0, 0]], np.int32),)}
+    for name, (x,) in cases.items():
+        model = encoders.build_encoder(config, name, x.shape[1:], nnx.Rngs(0))
+        graphdef, params, state = steps.split_model(model)
+        out, _ = steps.apply_model(graphdef, params, state, jnp.asarray(x), train=False)
+        assert out.shape == (2, 8), name
+
+
+def test_bert_text_encoder_ignores_padding():
+    model = encoders.build_encoder(make_config({"dim": 8}), "bert", (6,), nnx.Rngs(0))
+    short = model(jnp.array([[101, 2023, 102, 0, 0, 0]]))
+    padded_differently = model(jnp.array([[101, 2023, 102, 0, 0, 0, 0, 0]]))
+    np.testing.assert_allclose(short, padded_differently, atol=1e-5)
+
+
+def test_image_and_text_train_with_resnet_and_bert():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 16).astype(np.int32)
+    # Class-dependent images and token ids, so both modalities can be learned.
+    images = (rng.normal(size=(48, 16, 16, 3)) + labels[:, None, None, None]).astype(np.float32)
+    words = np.array([2158, 2450, 3899])  # "man", "woman", "dog"
+    ids = np.zeros((48, 6), np.int32)
+    ids[:, 0], ids[:, 1], ids[:, 2] = 101, words[labels], 102
+    split = Split({"image": images, "text": ids}, labels)
+    dataset = MultimodalDataset("toy", ("image", "text"), 3, {"train": split, "validation": split, "test": split})
+    config = make_config({"modalities": ("image", "text"), "encoder": "image=resnet18,text=bert",
+                          "resnet_width": 4, "dim": 16, "outer_iterations": 1, "phase_epochs": 2,
+                          "batch_size": 16, "optimizer": "adam", "learning_rate": 1e-3, "mixup_alpha": 1.0})
+    results = train(config, dataset)
+    assert results["test"]["text"]["accuracy"] > 0.9
+    assert all(np.isfinite(r["loss"]) for r in results["history"])
+
+
+def test_emoji_needs_its_prepared_directory():
+    with pytest.raises(ValueError, match=r"--data-dir must name a directory with emoji.npz"):
+        load_dataset("emoji", ("image", "text"))
