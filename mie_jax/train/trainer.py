@@ -10,6 +10,9 @@ import numpy as np
 from mie_jax import fusion, metrics
 from mie_jax.data.registry import MultimodalDataset, Split
 from mie_jax.train import checkpoint, parallel
+from mie_jax.train.alternating import AlternatingMethod
+from mie_jax.train.joint import JointMethod
+from mie_jax.train.shared_head import SharedHeadMethod
 from mie_jax.train.config import TrainConfig
 
 FUSIONS = ("average", "weighted")
@@ -29,12 +32,9 @@ def build_method(config: TrainConfig, dataset: MultimodalDataset, mesh=None):
         )
     train = dataset.splits["train"]
     if config.alternating:
-        from mie_jax.train.alternating import AlternatingMethod
         return AlternatingMethod(config, train, dataset.num_classes, mesh)
     if config.method == "mla":
-        from mie_jax.train.shared_head import SharedHeadMethod
         return SharedHeadMethod(config, train, dataset.num_classes, mesh)
-    from mie_jax.train.joint import JointMethod
     return JointMethod(config, train, dataset.num_classes, mesh)
 
 
