@@ -9,7 +9,6 @@ where the Debian files are absent.
 
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

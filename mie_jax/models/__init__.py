@@ -7,3 +7,13 @@ from mie_jax.models.classifier import UnimodalClassifier
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.models.head import Head
 from mie_jax.models.mlp import MLPEncoder
+
+__all__ = [
+    "ConcatClassifier",
+    "HEAD_LAYERS",
+    "Head",
+    "LogitAverageClassifier",
+    "MLPEncoder",
+    "SharedHeadClassifier",
+    "UnimodalClassifier",
+]

@@ -2,3 +2,5 @@
 
 from mie_jax.train.config import METHODS, TrainConfig, make_config
 from mie_jax.train.trainer import evaluate, train
+
+__all__ = ["METHODS", "TrainConfig", "evaluate", "make_config", "train"]

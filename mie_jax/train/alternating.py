@@ -11,7 +11,6 @@ phase's own steps (``"online"``).
 
 from typing import Any, Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

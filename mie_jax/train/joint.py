@@ -18,15 +18,15 @@ References:
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import batches, parallel, steps
+from mie_jax.train import parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
+from mie_jax.train.single_model import SingleModelMethod
 
 
 def ogm_coefficients(scores, alpha):
@@ -52,17 +52,13 @@ def _with_noise(grad, coefficient, key):
     return grad * coefficient + noise
 
 
-class JointMethod:
+class JointMethod(SingleModelMethod):
     """``joint`` and ``ogm_ge``: one model, one loss, one epoch per phase."""
 
     per_modality = False
 
     def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
-        self.config = config
-        self.mesh = mesh
-        self.modalities = tuple(config.modalities)
-        self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
-        self.labels = jnp.asarray(train_split.labels)
+        super().__init__(config, train_split, mesh)
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)
         if config.method == "joint" and config.joint_fusion == "average":
@@ -73,24 +69,8 @@ class JointMethod:
         else:
             encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
-        self.graphdef, params, model_state = steps.split_model(model)
-        self._initial = {"params": params, "model_state": model_state}
-        self.tx = steps.make_optimizer(config, sam=False)
+        self._finish(model, steps.make_optimizer(config, sam=False))
         self.predict = steps.make_predict(self.graphdef)
-        self.phase_fn = self._make_phase_fn()
-
-    @property
-    def num_phases(self) -> int:
-        return self.config.outer_iterations * self.config.phase_epochs
-
-    def phase_name(self, phase: int) -> str:
-        return f"epoch {phase + 1}"
-
-    def init(self) -> dict:
-        return {**self._initial, "opt_state": self.tx.init(self._initial["params"])}
-
-    def variables(self, state):
-        return {"params": state["params"], "model_state": state["model_state"]}
 
     def _modality_scores(self, params, model_state, features, y):
         """Per modality, the summed true-class probability from its share of the head's input."""
@@ -146,16 +126,9 @@ class JointMethod:
 
         return phase
 
-    def run_phase(self, state, phase: int, best_variables=None):
-        del best_variables  # Joint training has no stages to restart.
-        rng = batches.phase_rng(self.config.seed, phase)
-        order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
-        keys = jax.random.split(jax.random.key(int(rng.integers(2**31))), order.shape[0])
-        params, model_state, opt_state, losses = self.phase_fn(
-            state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order, keys
-        )
-        state = {"params": params, "model_state": model_state, "opt_state": opt_state}
-        return state, {"losses": np.asarray(losses)}
+    def _phase_extras(self, rng, order) -> tuple:
+        # OGM-GE's noise: one key per step, drawn from the phase's own stream.
+        return (jax.random.split(jax.random.key(int(rng.integers(2**31))), order.shape[0]),)
 
     def logits(self, variables, inputs) -> dict:
         inputs = {m: jnp.asarray(inputs[m]) for m in self.modalities}

@@ -14,7 +14,6 @@ References:
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -22,54 +21,39 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import batches, parallel, steps
+from mie_jax.train import parallel, steps
 from mie_jax.train.config import TrainConfig
+from mie_jax.train.single_model import SingleModelMethod
 
 
-class SharedHeadMethod:
+def _head_kernel_mask(params):
+    """True at the shared head's kernels: the leaves MLA projects."""
+    tree = steps.head_kernel_tree(params, {layer: True for layer in HEAD_LAYERS})
+    return jax.tree.map(lambda leaf: leaf is True, tree, is_leaf=lambda x: x is None)
+
+
+class SharedHeadMethod(SingleModelMethod):
     """``mla``."""
 
     per_modality = True
 
     def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
-        self.config = config
-        self.mesh = mesh
-        self.modalities = tuple(config.modalities)
-        self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
-        self.labels = jnp.asarray(train_split.labels)
+        super().__init__(config, train_split, mesh)
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)
         encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
-        self.graphdef, params, model_state = steps.split_model(model)
-        self._initial = {"params": params, "model_state": model_state}
-        self.steps_per_epoch = self.labels.shape[0] // config.batch_size
         projection = None
         if config.mla_projection:
-            m, per_epoch, base = len(self.modalities), self.steps_per_epoch, config.mla_alpha_base
-            mask = steps.head_kernel_tree(params, {l: True for l in HEAD_LAYERS})
-            mask = jax.tree.map(lambda leaf: leaf is True, mask, is_leaf=lambda x: x is None)
+            m, base = len(self.modalities), config.mla_alpha_base
+            per_epoch = self.labels.shape[0] // config.batch_size
             projection = mie_jax.orthogonal_projection(
                 # One update per modality per batch: count // m is the batch number.
                 alpha=lambda count: base ** (1.0 + ((count // m) % per_epoch) / per_epoch),
-                mask=mask,
+                mask=_head_kernel_mask,
             )
-        self.tx = steps.make_optimizer(config, sam=False, projection=projection)
+        self._finish(model, steps.make_optimizer(config, sam=False, projection=projection))
         self.predicts = {m: steps.make_predict(self.graphdef, modality=m) for m in self.modalities}
-        self.phase_fn = self._make_phase_fn()
-
-    @property
-    def num_phases(self) -> int:
-        return self.config.outer_iterations * self.config.phase_epochs
-
-    def phase_name(self, phase: int) -> str:
-        return f"epoch {phase + 1}"
-
-    def init(self) -> dict:
-        return {**self._initial, "opt_state": self.tx.init(self._initial["params"])}
-
-    def variables(self, state):
-        return {"params": state["params"], "model_state": state["model_state"]}
 
     def _make_phase_fn(self):
         graphdef, tx, modalities = self.graphdef, self.tx, self.modalities
@@ -108,16 +92,6 @@ class SharedHeadMethod:
             return params, model_state, opt_state, losses
 
         return phase
-
-    def run_phase(self, state, phase: int, best_variables=None):
-        del best_variables  # MLA has no stages to restart.
-        rng = batches.phase_rng(self.config.seed, phase)
-        order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
-        params, model_state, opt_state, losses = self.phase_fn(
-            state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order
-        )
-        state = {"params": params, "model_state": model_state, "opt_state": opt_state}
-        return state, {"losses": np.asarray(losses)}
 
     def logits(self, variables, inputs) -> dict:
         return {
