@@ -1,0 +1,469 @@
+"""Time per training step of MIE's pieces and its peers, as ratios to a plain SGD step.
+
+  python -m benchmarks.step_time            # about a minute on an idle 2-core CPU
+  python -m benchmarks.step_time --quick    # fewer repeats
+  python -m benchmarks.step_time --out DIR  # default: benchmarks/results
+
+Every variant runs the library's own step (:func:`steps.optimizer_step` with
+the optimizer of :func:`steps.make_optimizer`) on the same mfeat 'fac'
+classifier and batch, in one process, jitted twice: one step per call
+("per-call", Python dispatch included) and a ``lax.scan`` of ``SCAN_STEPS``
+steps per call ("scanned", the trainer's regime). The variants are interleaved
+within every repeat, and a ratio is the median over repeats of the ratio to
+the baseline timed in the same repeat, so slow drifts of the machine cancel.
+
+OGM-GE needs a model over two modalities, so it runs ``JointMethod``'s own
+phase function on the fac+mor concat model and is compared with plain joint
+SGD on that model (the same phase function with ``method="joint"``).
+
+Also timed: the covariance pass and the T matrices (Eq. 5 and 7) against one
+epoch of the MIE phase, and ``eigh`` alone for a few sizes.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mie_jax
+from experiments import configs
+from mie_jax.data.registry import load_dataset
+from mie_jax.models.head import HEAD_LAYERS
+from mie_jax.train import batches, steps
+from mie_jax.train.alternating import AlternatingMethod
+from mie_jax.train.config import TrainConfig, make_config
+from mie_jax.train.joint import JointMethod
+
+SCAN_STEPS = 50
+CALLS_PER_UNIT = 10  # Per-call steps timed together, so the timer's own cost vanishes.
+EIGH_SIZES = (64, 256, 1024, 2048)
+# Repeats: (steps, covariance, eigh); eigh(2048) alone takes about a second on a small CPU.
+REPEATS = {"full": (20, 10, 5), "quick": (5, 3, 2)}
+GOALS = {"sam": "about 2.0 (floor)", "gm": "<= 1.05", "mie": "<= 2.1"}
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# Settings that change the timings, recorded when set (eigh runs on OpenBLAS threads on CPU).
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS")
+
+
+@dataclasses.dataclass
+class Case:
+    """One variant: a step per call and ``SCAN_STEPS`` per call, each ``carry -> carry``.
+
+    The carry is ``(params, model_state, opt_state)``, as the trainer's phases carry it.
+    """
+
+    name: str
+    description: str
+    baseline: str  # The variant its ratios are to; "" for the baseline itself.
+    per_call: Callable[[Any], Any]
+    scanned: Callable[[Any], Any]
+    init: Any
+    mflops: Optional[float]  # XLA's count for one step.
+
+
+def xla_mflops(lowered) -> Optional[float]:
+    """XLA's FLOP count of a lowered function, in millions; None where the backend gives none."""
+    flops = (lowered.cost_analysis() or {}).get("flops")
+    return None if flops is None else flops / 1e6
+
+
+def make_step(graphdef, tx, *, with_features: bool) -> Callable:
+    """The library's training step on one batch: ``(params, model_state, opt_state, x, y, transforms)``.
+
+    Returns ``(params, model_state, opt_state, loss)``. ``with_features`` passes
+    the head layers' inputs as ``features=`` (MLA's projection), as
+    train/shared_head.py does.
+    """
+
+    def step(params, model_state, opt_state, x, y, transforms):
+        def loss_fn(p):
+            (logits, layer_inputs), new_state = steps.apply_model(graphdef, p, model_state, x, train=True)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return loss, (layer_inputs, new_state)
+
+        def features_of(aux):
+            return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
+
+        params, opt_state, loss, (_, model_state) = steps.optimizer_step(
+            loss_fn, tx, params, opt_state,
+            extra_args_from_aux=features_of if with_features else None,
+            transforms=transforms,
+        )
+        return params, model_state, opt_state, loss
+
+    return step
+
+
+def scan_steps(step: Callable, length: int) -> Callable:
+    """``step`` repeated ``length`` times on the same batch inside one ``lax.scan``."""
+
+    def run(params, model_state, opt_state, *batch):
+        def body(carry, _):
+            *carry, loss = step(*carry, *batch)
+            return tuple(carry), loss
+
+        carry, losses = jax.lax.scan(body, (params, model_state, opt_state), length=length)
+        return (*carry, losses)
+
+    return run
+
+
+def unimodal_cases(config: TrainConfig, graphdef, params, model_state, transforms, x, y) -> List[Case]:
+    """plain, sam, gm, mie and mla on the 'fac' classifier."""
+    head_kernels = steps.head_kernel_tree(params, {layer: True for layer in HEAD_LAYERS})
+    mask = jax.tree.map(lambda leaf: leaf is True, head_kernels, is_leaf=lambda leaf: leaf is None)
+    plain_tx = steps.make_optimizer(config, sam=False)
+    sam_tx = steps.make_optimizer(config, sam=True)
+    # A constant alpha: MLA's schedule only adds scalar arithmetic.
+    mla_tx = steps.make_optimizer(
+        config, sam=False,
+        projection=mie_jax.orthogonal_projection(alpha=config.mla_alpha_base, mask=mask),
+    )
+    variants = (
+        ("plain", "SGD (momentum, weight decay)", plain_tx, None, False),
+        ("sam", "mie_jax.sam + SGD", sam_tx, None, False),
+        ("gm", "flat_projection (3 T matrices) + SGD", plain_tx, transforms, False),
+        ("mie", "sam + flat_projection + SGD", sam_tx, transforms, False),
+        ("mla", "orthogonal_projection(features=) + SGD", mla_tx, None, True),
+    )
+    cases = []
+    for name, description, tx, t_tree, with_features in variants:
+        step = make_step(graphdef, tx, with_features=with_features)
+        one, many = jax.jit(step), jax.jit(scan_steps(step, SCAN_STEPS))
+        opt_state = tx.init(params)
+        cases.append(Case(
+            name, description, "plain" if name != "plain" else "",
+            # Default arguments bind this iteration's functions and T.
+            per_call=lambda carry, f=one, t=t_tree: f(*carry, x, y, t)[:3],
+            scanned=lambda carry, f=many, t=t_tree: f(*carry, x, y, t)[:3],
+            init=(params, model_state, opt_state),
+            mflops=xla_mflops(one.lower(params, model_state, opt_state, x, y, t_tree)),
+        ))
+    return cases
+
+
+def joint_cases(base: Dict[str, Any], split, num_classes: int, batch) -> List[Case]:
+    """joint SGD and OGM-GE, each through ``JointMethod.phase_fn`` on the fac+mor model."""
+    keys = jax.random.split(jax.random.key(0), SCAN_STEPS)
+    one = (jnp.asarray(batch[None]), keys[:1])
+    many = (jnp.asarray(np.tile(batch, (SCAN_STEPS, 1))), keys)
+    cases = []
+    for name, description, baseline in (
+        ("joint", "joint SGD, fac+mor concat model", "plain"),
+        ("ogm_ge", "OGM-GE (JointMethod), fac+mor concat model", "joint"),
+    ):
+        method = JointMethod(make_config(base, method=name), split, num_classes)
+        state = method.init()
+        init = (state["params"], state["model_state"], state["opt_state"])
+        cases.append(Case(
+            name, description, baseline,
+            per_call=lambda carry, m=method: m.phase_fn(*carry, m.inputs, m.labels, *one)[:3],
+            scanned=lambda carry, m=method: m.phase_fn(*carry, m.inputs, m.labels, *many)[:3],
+            init=init,
+            # A one-step phase: the scan's body is counted once.
+            mflops=xla_mflops(method.phase_fn.lower(*init, method.inputs, method.labels, *one)),
+        ))
+    return cases
+
+
+def time_chain(fn: Callable, init, calls: int) -> float:
+    """Seconds for ``calls`` chained calls ``carry = fn(carry)`` from ``init``, as training runs them."""
+    start = time.perf_counter()
+    carry = init
+    for _ in range(calls):
+        carry = fn(carry)
+    jax.block_until_ready(carry)
+    return time.perf_counter() - start
+
+
+def time_call(fn: Callable) -> float:
+    """Seconds for one call ``fn()``, until its results are ready."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def measure_steps(cases: List[Case], repeats: int) -> List[dict]:
+    """Median seconds per step, per-call and scanned, and paired ratios to each baseline."""
+    for case in cases:  # Compile, then one warm call each.
+        for fn in (case.per_call, case.scanned):
+            time_chain(fn, case.init, calls=2)
+    samples = {(case.name, mode): [] for case in cases for mode in ("per_call", "scanned")}
+    for r in range(repeats):
+        shift = r % len(cases)  # Every variant takes every position in turn.
+        for case in cases[shift:] + cases[:shift]:
+            samples[case.name, "per_call"].append(
+                time_chain(case.per_call, case.init, CALLS_PER_UNIT) / CALLS_PER_UNIT)
+            samples[case.name, "scanned"].append(time_chain(case.scanned, case.init, 1) / SCAN_STEPS)
+    mflops = {case.name: case.mflops for case in cases}
+    rows = []
+    for case in cases:
+        row = {"variant": case.name, "description": case.description, "baseline": case.baseline or None,
+               "goal": GOALS.get(case.name), "mflop_per_step": case.mflops,
+               "flop_ratio": (case.mflops / mflops[case.baseline or case.name]
+                              if case.mflops and mflops[case.baseline or case.name] else None)}
+        for mode in ("per_call", "scanned"):
+            own = samples[case.name, mode]
+            row[f"{mode}_ms"] = 1e3 * statistics.median(own)
+            if case.baseline:
+                base = samples[case.baseline, mode]
+                row[f"{mode}_ratio"] = statistics.median(a / b for a, b in zip(own, base))
+            else:
+                row[f"{mode}_ratio"] = 1.0
+        rows.append(row)
+    return rows
+
+
+def measure_covariance(
+    mie: AlternatingMethod, unimodal: AlternatingMethod, modality: str, transforms, repeats: int
+) -> dict:
+    """The covariance pass and T (once per phase) against one epoch of the MIE phase.
+
+    The epoch is the trainer's own jitted phase (``mie.phase_fns``) over
+    ``n // batch_size`` steps; T is the trainer's own (``mie.flat_transforms``,
+    the three eigendecompositions in one jitted program).
+    """
+    config = mie.config
+    state = mie.init()
+    params, model_state = state["params"][modality], state["model_state"][modality]
+    inputs, labels = mie.inputs[modality], mie.labels
+    order = batches.epoch_batches(batches.phase_rng(config.seed, 0), labels.shape[0], config.batch_size, 1)
+    lam, partners = batches.mixup_draws(
+        batches.phase_rng(config.seed, 0), config.mixup_alpha, order.shape[0], config.batch_size)
+    zero = steps.zero_covariances(params)
+    mie_state, plain_state = mie.tx.init(params), unimodal.tx.init(params)
+    mie_phase, plain_phase = mie.phase_fns[modality], unimodal.phase_fns[modality]
+    covariance_pass = mie.covariance_passes[modality]
+    covariance = covariance_pass(params, model_state, inputs, config.covariance_batch_size)
+
+    pieces = {
+        "mie_epoch": lambda: mie_phase(
+            params, model_state, mie_state, zero, inputs, labels, order, lam, partners, transforms),
+        "unimodal_epoch": lambda: plain_phase(
+            params, model_state, plain_state, zero, inputs, labels, order, lam, partners, None),
+        "covariance_pass": lambda: covariance_pass(params, model_state, inputs, config.covariance_batch_size),
+        "transforms": lambda: mie.flat_transforms(covariance),
+    }
+    for fn in pieces.values():  # Compile, then one warm call each.
+        time_call(fn)
+        time_call(fn)
+    samples = {name: [] for name in pieces}
+    for r in range(repeats):
+        names = list(pieces)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for name in names:
+            samples[name].append(time_call(pieces[name]))
+    ms = {name: 1e3 * statistics.median(values) for name, values in samples.items()}
+    overhead = ms["covariance_pass"] + ms["transforms"]
+    phase_epochs = config.epochs_of_phase(0)
+    return {
+        "train_rows": int(labels.shape[0]),
+        "steps_per_epoch": int(order.shape[0]),
+        "covariance_batches": -(-int(labels.shape[0]) // config.covariance_batch_size),
+        "phase_epochs": phase_epochs,
+        "ms": ms,
+        "pass_plus_transforms_ms": overhead,
+        "fraction_of_mie_epoch": overhead / ms["mie_epoch"],
+        "fraction_of_mie_phase": overhead / (phase_epochs * ms["mie_epoch"]),
+        "mie_epoch_over_unimodal_epoch": ms["mie_epoch"] / ms["unimodal_epoch"],
+    }
+
+
+def measure_eigh(sizes, repeats: int) -> List[dict]:
+    """Median warm ``jnp.linalg.eigh`` time of a float32 positive semi-definite ``[d, d]``, jitted.
+
+    Each size is timed on its own after one warm call: right after a large
+    size, a small one's first call pays for waking the LAPACK threads.
+    """
+    rows = []
+    for d in sizes:
+        a = jax.random.normal(jax.random.key(d), (d, d), jnp.float32)
+        matrix = jax.block_until_ready(a @ a.T / d)
+        eigh = jax.jit(jnp.linalg.eigh).lower(matrix).compile()
+        time_call(lambda: eigh(matrix))
+        samples = [time_call(lambda: eigh(matrix)) for _ in range(repeats)]
+        rows.append({"d": d, "eigh_ms": 1e3 * statistics.median(samples)})
+    return rows
+
+
+def _load_average() -> Optional[float]:
+    """The 1-minute load average, or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict:
+    """Where the numbers come from."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:  # platform.processor() is often empty on Linux.
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "environment": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _format(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def to_markdown(machine: dict, command: str, settings: dict, rows, covariance: dict, eigh_rows) -> str:
+    """The report: machine, command, and the three tables."""
+    lines = [
+        "# Step time",
+        "",
+        f"Machine: {machine['hostname']}, {machine['platform']}, {machine['cpu']} ({machine['cpu_count']} CPUs); "
+        f"jax {machine['jax']}, backend {machine['backend']}, device {machine['device_kind']} "
+        f"x{machine['device_count']}; python {machine['python']}; {machine['date_utc']} UTC; "
+        f"1-min load average {machine['load_average_1min']['before']} before, "
+        f"{machine['load_average_1min']['after']} after; environment {machine['environment'] or 'default'}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"mfeat 'fac' classifier (216 -> {settings['encoder_hidden']} -> {settings['dim']}, head "
+        f"{settings['dim']} -> 256 -> 64 -> 10), batch {settings['batch_size']}, float32. Per-call: one jitted "
+        f"step per call, {CALLS_PER_UNIT} chained calls per sample; scanned: {SCAN_STEPS} steps in one "
+        f"`lax.scan`. Median over {settings['repeats']['steps']} interleaved repeats; a ratio is the median "
+        f"of the per-repeat ratios to the baseline.",
+        "",
+        "| variant | what runs | vs | per-call ms/step | per-call ratio | scanned ms/step | scanned ratio "
+        "| MFLOP/step (XLA) | FLOP ratio | goal |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {row['description']} | {row['baseline'] or '-'} | "
+            f"{row['per_call_ms']:.3f} | {row['per_call_ratio']:.2f}x | {row['scanned_ms']:.3f} | "
+            f"{row['scanned_ratio']:.2f}x | {_format(row['mflop_per_step'], '.1f')} | "
+            f"{_format(row['flop_ratio'], '.2f')} | {row['goal'] or ''} |")
+    ms = covariance["ms"]
+    epoch = ms["mie_epoch"]
+    lines += [
+        "",
+        f"## Covariance pass and T per MIE phase ({covariance['train_rows']} training rows, "
+        f"{covariance['steps_per_epoch']} steps of {settings['batch_size']} per epoch, "
+        f"{covariance['covariance_batches']} covariance batches of {settings['covariance_batch_size']})",
+        "",
+        "| piece | ms | fraction of one MIE epoch |",
+        "|---|---:|---:|",
+        f"| one MIE epoch (`make_phase_fn`, SAM + T) | {epoch:.2f} | 1.000 |",
+        f"| one unimodal epoch (`make_phase_fn`, SGD) | {ms['unimodal_epoch']:.2f} | "
+        f"{ms['unimodal_epoch'] / epoch:.3f} |",
+        f"| covariance pass (`make_covariance_pass`) | {ms['covariance_pass']:.2f} | "
+        f"{ms['covariance_pass'] / epoch:.3f} |",
+        f"| T for 3 layers (`AlternatingMethod.flat_transforms`) | {ms['transforms']:.2f} | "
+        f"{ms['transforms'] / epoch:.3f} |",
+        f"| **pass + T (trainer)** | **{covariance['pass_plus_transforms_ms']:.2f}** | "
+        f"**{covariance['fraction_of_mie_epoch']:.3f}** |",
+        "",
+        f"Once per phase of {covariance['phase_epochs']} epochs: "
+        f"{100 * covariance['fraction_of_mie_phase']:.1f}% of the phase's training time.",
+        "",
+        f"## eigh alone (float32, jitted, median of {settings['repeats']['eigh']} warm calls)",
+        "",
+        "| d | eigh ms |",
+        "|---:|---:|",
+    ]
+    lines += [f"| {row['d']} | {row['eigh_ms']:.2f} |" for row in eigh_rows]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Optional[List[str]]):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    load_before = _load_average()
+    step_repeats, covariance_repeats, eigh_repeats = REPEATS["quick" if args.quick else "full"]
+    base = configs.get_config("mfeat")
+    config = make_config(base, method="mie")
+    dataset = load_dataset("mfeat", config.modalities, seed=config.seed)
+    train = dataset.splits["train"]
+
+    # The trainer's own models and jitted phases: one classifier per modality.
+    mie = AlternatingMethod(config, train, dataset.num_classes)
+    unimodal = AlternatingMethod(make_config(base, method="unimodal"), train, dataset.num_classes)
+    state = mie.init()
+    params, model_state = state["params"]["fac"], state["model_state"]["fac"]
+    # Real T: from the covariance of the modality trained before fac (mor), as in phase 2 of Algorithm 1.
+    mor_covariance = mie.covariance_passes["mor"](
+        state["params"]["mor"], state["model_state"]["mor"], mie.inputs["mor"], config.covariance_batch_size)
+    transforms = steps.head_kernel_tree(params, mie.flat_transforms(mor_covariance))
+    # A shuffled batch: the rows are stored in class order.
+    batch = batches.epoch_batches(batches.phase_rng(config.seed, 0), mie.labels.shape[0], config.batch_size, 1)[0]
+    x, y = mie.inputs["fac"][batch], mie.labels[batch]
+
+    cases = unimodal_cases(config, mie.graphdefs["fac"], params, model_state, transforms, x, y)
+    cases += joint_cases(base, train, dataset.num_classes, batch)
+
+    def progress(message):
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    progress(f"timing {len(cases)} variants x {step_repeats} repeats ...")
+    rows = measure_steps(cases, step_repeats)
+    progress("timing the covariance pass ...")
+    covariance = measure_covariance(mie, unimodal, "fac", transforms, covariance_repeats)
+    progress("timing eigh ...")
+    eigh_rows = measure_eigh(EIGH_SIZES, eigh_repeats)
+    progress("done")
+
+    machine = machine_info()
+    # Other processes skew absolute times (ratios less so): the load average says whether there were any.
+    machine["load_average_1min"] = {"before": load_before, "after": _load_average()}
+    command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)]).strip()
+    settings = {
+        "batch_size": config.batch_size, "covariance_batch_size": config.covariance_batch_size,
+        "dim": config.dim, "encoder_hidden": config.encoder_hidden, "scan_steps": SCAN_STEPS,
+        "calls_per_unit": CALLS_PER_UNIT,
+        "repeats": {"steps": step_repeats, "covariance": covariance_repeats, "eigh": eigh_repeats},
+    }
+    markdown = to_markdown(machine, command, settings, rows, covariance, eigh_rows)
+    print(markdown)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "step_time_" + (re.sub(r"[^A-Za-z0-9_.-]", "_", machine["hostname"]) or "cpu")
+    report = {"machine": machine, "command": command, "settings": settings, "steps": rows,
+              "covariance": covariance, "eigh": eigh_rows, "seconds": time.perf_counter() - started,
+              "markdown": markdown}
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown)
+    print(f"wrote {args.out / stem}.json and .md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
