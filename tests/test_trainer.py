@@ -137,3 +137,18 @@ def test_reference_variant_selects_on_test_only_when_asked():
 def test_unknown_modality_is_named():
     with pytest.raises(ValueError, match=r"modalities \['pix'\] are not in dataset 'mfeat'"):
         train(small_config(modalities=("fac", "pix")), dataset(("fac", "mor")))
+
+
+def test_skip_nonfinite_steps_trains_through_corrupt_rows_and_counts_them():
+    clean = dataset(("fac", "mor"))
+    inputs = {m: np.array(a) for m, a in clean.splits["train"].inputs.items()}
+    inputs["fac"][:3] = np.nan  # Three corrupt training rows poison every batch they fall in.
+    corrupt = clean._replace(splits={**clean.splits, "train": clean.splits["train"]._replace(inputs=inputs)})
+    config = small_config("unimodal", modalities=("fac", "mor"), outer_iterations=2, batch_size=50)
+    with pytest.raises(NonFiniteLossError, match=r"\(fac\), step \d+: loss is nan"):
+        train(config, corrupt)
+    results = train(small_config("unimodal", modalities=("fac", "mor"), outer_iterations=2, batch_size=50,
+                                 skip_nonfinite_steps=5), corrupt)
+    skipped = [r["nonfinite_steps"] for r in results["history"]]
+    assert skipped[0] > 0 and skipped[1] == 0  # fac's batches with a corrupt row; mor is clean.
+    assert results["test"]["fac"]["accuracy"] > 0.6

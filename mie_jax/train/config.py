@@ -71,6 +71,10 @@ class TrainConfig:
       seed: seeds the parameters, the batch order and mixup.
       num_devices: devices of the data-parallel mesh (0: all); the results do
         not depend on it beyond floating-point summation order.
+      skip_nonfinite_steps: 0 stops the run at a non-finite loss; ``N > 0``
+        skips steps whose gradient is not finite (``optax.apply_if_finite``),
+        up to ``N`` in a row, and counts them per phase; a phase ending in more
+        than ``N`` non-finite steps still stops the run.
     """
 
     method: str = "mie"
@@ -107,6 +111,7 @@ class TrainConfig:
     mla_projection: bool = True
     seed: int = 0
     num_devices: int = 0
+    skip_nonfinite_steps: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))

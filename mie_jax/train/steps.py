@@ -19,7 +19,8 @@ def make_optimizer(
     """SAM (optional) -> gradient projection -> weight decay -> SGD or Adam.
 
     Weight decay comes after the projection, so ``T`` acts on the loss
-    gradient only, as in the released code.
+    gradient only, as in the released code. With ``skip_nonfinite_steps``
+    the whole chain is skipped for a step whose gradient is not finite.
     """
     parts = []
     if sam:
@@ -31,6 +32,8 @@ def make_optimizer(
         parts.append(optax.sgd(config.learning_rate, momentum=config.momentum or None))
     else:
         parts.append(optax.adam(config.learning_rate))
+    if config.skip_nonfinite_steps:
+        return optax.apply_if_finite(optax.chain(*parts), config.skip_nonfinite_steps)
     return optax.chain(*parts)
 
 

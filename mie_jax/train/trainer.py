@@ -123,7 +123,10 @@ def train(
         best_variables = best["variables"] if int(best["phase"]) >= 0 else None
         state, info = method.run_phase(state, phase, best_variables)
         losses = info["losses"]
-        if not np.all(np.isfinite(losses)):
+        nonfinite = int(np.sum(~np.isfinite(losses)))
+        # Skipping tolerates isolated bad steps, not a phase that ends in more of them than may be skipped.
+        diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1):]))
+        if nonfinite and (not config.skip_nonfinite_steps or diverged):
             bad_step = int(np.flatnonzero(~np.isfinite(losses))[0])
             raise NonFiniteLossError(
                 f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
@@ -134,7 +137,8 @@ def train(
         if score > float(best["score"]):
             best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
         record = {"phase": phase, "num_phases": method.num_phases, "name": method.phase_name(phase),
-                  "headline": head, "loss": float(np.mean(losses)),
+                  "headline": head, "loss": float(np.mean(losses[np.isfinite(losses)])),
+                  "nonfinite_steps": nonfinite,
                   "step_losses": [float(x) for x in losses], "selection": validation}
         history.append(record)
         if checkpointer is not None:
