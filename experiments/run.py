@@ -77,12 +77,14 @@ def main(argv=None) -> int:
         log.append(record)
         print(outputs.progress_line(record, selection_split), file=sys.stderr, flush=True)
 
-    results = train(config, dataset, fusion_name=args.fusion, workdir=workdir,
-                    resume=args.resume, on_phase=on_phase)
+    try:
+        results = train(config, dataset, fusion_name=args.fusion, workdir=workdir,
+                        resume=args.resume, on_phase=on_phase)
+    except (ValueError, FloatingPointError) as error:  # Mismatched checkpoint, bad batch size, NaN.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not writer:
         return 0
-    if not results["history"]:
-        print("nothing to train: every phase is already done", file=sys.stderr)
     table = outputs.write_results(workdir, results, title)
     outputs.plot_phase_accuracy(workdir, results["history"], selection_split, title)
     print(table)

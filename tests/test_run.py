@@ -75,3 +75,14 @@ def test_reference_variant_applies_the_released_code_defaults():
 def test_unknown_dataset_is_refused():
     with pytest.raises(SystemExit):
         run.parse_args(["--dataset", "imagenet"])
+
+
+def test_resume_into_another_config_fails_with_one_line_and_keeps_the_checkpoint(tmp_path, capsys):
+    overrides = [FAST[i + 1] for i in range(0, len(FAST), 2)]
+    config = make_config(configs.get_config("mfeat"), overrides, method="mie", variant="paper")
+    train(config, load_dataset("mfeat", config.modalities), workdir=str(tmp_path), stop_after_phase=1)
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert run.main(["--workdir", str(tmp_path), "--resume", *FAST, "--set", "tau=0.9"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: checkpoint in") and "tau: 0.4 -> 0.9" in error
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
