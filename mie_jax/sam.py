@@ -64,6 +64,7 @@ def sam(
     *,
     normalize: Normalize = "global",
     mix: Optional[float] = None,
+    axis_name: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Replaces the incoming gradient by the gradient at ``params + eps``.
 
@@ -88,6 +89,11 @@ def sam(
         in [0, 1] returns ``(1 - alpha) * g + alpha * g_adv``: with
         ``alpha=0.3`` this is the gradient of the released code's loss
         ``0.7 * L(theta) + 0.3 * L(theta + eps)``.
+      axis_name: for use inside ``shard_map``, ``pmap`` or ``vmap`` where each
+        device holds the gradient of its own part of the batch: each device
+        is perturbed along its own gradient (m-sharpness, as in the SAM
+        authors' code) and the returned gradient is the mean over the axis.
+        ``None`` (the default) expects the global gradient.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state,
@@ -129,6 +135,9 @@ def sam(
             lambda p, e: (p + e).astype(p.dtype), params, eps
         )
         perturbed_grads = grad_fn(perturbed_params, 0)
+        if axis_name is not None:
+            perturbed_grads = jax.lax.pmean(perturbed_grads, axis_name)
+            updates = jax.lax.pmean(updates, axis_name)
         if mix is None:
             return perturbed_grads, state
         mixed = jax.tree.map(

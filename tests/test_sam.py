@@ -180,3 +180,32 @@ class SamBadInputTest(chex.TestCase):
     def test_missing_params(self):
         with pytest.raises(ValueError, match=r"needs params"):
             mie_jax.sam(0.1).update({"a": jnp.ones(2)}, optax.EmptyState(), grad_fn=lambda p, i: p)
+
+
+class SamPerDeviceTest(chex.TestCase):
+
+    def test_each_device_perturbs_along_its_own_gradient_and_the_mean_is_returned(self):
+        params, _ = quadratic_problem()
+        scales = jnp.array([1.0, 2.0, -1.0, 0.5])  # Four "devices", each with its own batch.
+
+        def local_loss(p, s):
+            return s * 0.5 * jnp.sum(p["w"] ** 2) + s**2 * jnp.sum(p["b"])
+
+        tx = mie_jax.sam(0.1, axis_name="devices", mix=0.3)
+
+        def device_step(s):
+            grads = jax.grad(local_loss)(params, s)
+            out, _ = tx.update(grads, optax.EmptyState(), params,
+                               grad_fn=lambda p, i: jax.grad(local_loss)(p, s))
+            return out
+
+        out = jax.vmap(device_step, axis_name="devices")(scales)
+        expected = []
+        for s in scales:
+            g = jax.grad(local_loss)(params, s)
+            eps = mie_jax.sam_perturbation(g, 0.1)
+            g_adv = jax.grad(local_loss)(jax.tree.map(jnp.add, params, eps), s)
+            expected.append(jax.tree.map(lambda a, b: 0.7 * a + 0.3 * b, g, g_adv))
+        mean = jax.tree.map(lambda *leaves: jnp.mean(jnp.stack(leaves), axis=0), *expected)
+        for device in range(4):  # Every device returns the same averaged gradient.
+            chex.assert_trees_all_close(jax.tree.map(lambda x: x[device], out), mean, rtol=1e-5)
