@@ -70,3 +70,10 @@ def test_image_and_text_train_with_resnet_and_bert():
 def test_emoji_needs_its_prepared_directory():
     with pytest.raises(ValueError, match=r"--data-dir must name a directory with emoji.npz"):
         load_dataset("emoji", ("image", "text"))
+
+
+def test_i3d_takes_clips_and_projects_to_dim():
+    config = make_config({"dim": 8, "resnet_width": 4})
+    model = nnx.eval_shape(lambda: encoders.build_encoder(config, "i3d", (8, 32, 32, 2), nnx.Rngs(0)))
+    out = nnx.eval_shape(lambda m, x: m(x, train=False), model, jnp.zeros((2, 8, 32, 32, 2)))
+    assert out.shape == (2, 8)

@@ -12,9 +12,10 @@ from flax import nnx
 
 from mie_jax.models import bert as bert_lib
 from mie_jax.models.mlp import MLPEncoder
+from mie_jax.models.i3d import I3D
 from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
 
-ENCODERS = ("mlp", "resnet18", "resnet50", "frames_resnet18", "bert")
+ENCODERS = ("mlp", "resnet18", "resnet50", "frames_resnet18", "i3d", "bert")
 
 
 class ProjectedEncoder(nnx.Module):
@@ -72,7 +73,7 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs) -> nnx.Module:
       ValueError: inputs of a shape the encoder cannot take.
     """
     shape = tuple(input_shape)
-    expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "bert": 1}[name]
+    expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "i3d": 4, "bert": 1}[name]
     if len(shape) != expected:
         raise ValueError(f"encoder {name!r} expects examples with {expected} axes, got shape {shape}.")
     if name == "mlp":
@@ -80,6 +81,9 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs) -> nnx.Module:
     if name == "bert":
         model, tokenizer = bert_lib.load_bert(config.bert_dir or bert_lib.default_minilm_dir())
         return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.dim, rngs=rngs)
+    if name == "i3d":  # Clips [T, H, W, C]: RGB 3, depth 1, optical flow 2 channels.
+        backbone = I3D(shape[-1], width_multiplier=config.resnet_width / 64, rngs=rngs)
+        return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs)
     make = resnet50 if name == "resnet50" else resnet18
     backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
     if name == "frames_resnet18":

