@@ -17,6 +17,7 @@ from mie_jax.models.i3d import InceptionModule
 from mie_jax.models.i3d import Unit3D
 from mie_jax.train.steps import apply_model
 from mie_jax.train.steps import split_model
+from tests.conv_models import all_changed, batch_stats_snapshot, forward, param_count
 
 MULTIPLIER = 1 / 16
 CLIP = (8, 32, 32)  # (T, H, W)
@@ -41,23 +42,6 @@ def _build(constructor, seed=0):
 
 def _clips(seed, batch, channels):
     return jnp.asarray(np.random.default_rng(seed).normal(size=(batch, *CLIP, channels)), jnp.float32)
-
-
-def _snapshot(model):
-    return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-
-
-def _all_changed(old, new):
-    return all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), old, new)))
-
-
-def _param_count(model):
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-@nnx.jit(static_argnames="train")
-def _forward(model, x, *, train):
-    return model(x, train=train)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3])  # Depth, optical flow, RGB.
@@ -110,12 +94,12 @@ def test_full_width_parameter_count_matches_reference():
     assert _reference_parameter_count(3) == 12_287_264
     model = nnx.eval_shape(lambda: I3D(3, rngs=nnx.Rngs(0)))  # Abstract: no arrays allocated.
     assert model.out_features == 1024
-    assert _param_count(model) == _reference_parameter_count(3)
+    assert param_count(model) == _reference_parameter_count(3)
     # Depth and flow differ only in the stem's 7x7x7 kernel (built at full width, alone, for speed).
     for channels in (1, 2):
         stem = nnx.eval_shape(lambda: Unit3D(channels, 64, (7, 7, 7), (2, 2, 2), rngs=nnx.Rngs(0)))
-        difference = _param_count(stem) - _param_count(model.conv_1a)
-        assert _param_count(model) + difference == _reference_parameter_count(channels)
+        difference = param_count(stem) - param_count(model.conv_1a)
+        assert param_count(model) + difference == _reference_parameter_count(channels)
     # BatchNorm keeps a running mean and variance per unit's channel (not parameters).
     stats = nnx.state(model, nnx.BatchStat)
     assert sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(stats)) == 2 * (
@@ -164,17 +148,17 @@ def test_batch_stats_update_only_in_training():
     # One Inception module (the full model's statistics are checked functionally below).
     module = _build(lambda rngs: InceptionModule(3, (2, 2, 3, 1, 2, 2), rngs=rngs))
     x = _clips(2, 2, 3)
-    before = _snapshot(module)
-    eval_a = _forward(module, x, train=False)
-    eval_b = _forward(module, x, train=False)
+    before = batch_stats_snapshot(module)
+    eval_a = forward(module, x, train=False)
+    eval_b = forward(module, x, train=False)
     assert eval_a.shape == (2, *CLIP, module.out_features) and module.out_features == 9
     np.testing.assert_array_equal(eval_a, eval_b)
-    jax.tree.map(np.testing.assert_array_equal, before, _snapshot(module))
+    jax.tree.map(np.testing.assert_array_equal, before, batch_stats_snapshot(module))
 
-    train_out = _forward(module, x, train=True)
-    assert _all_changed(before, _snapshot(module))
+    train_out = forward(module, x, train=True)
+    assert all_changed(before, batch_stats_snapshot(module))
     assert not np.allclose(train_out, eval_a)  # Batch, not running, statistics.
-    assert not np.allclose(_forward(module, x, train=False), eval_a)
+    assert not np.allclose(forward(module, x, train=False), eval_a)
 
 
 # The gradient of the whole I3D takes ~20 s to compile with XLA's default CPU optimisations on
@@ -204,7 +188,7 @@ def test_functional_training_step_reduces_loss():
     losses = []
     for _ in range(3):
         params, new_state, loss = step(params, model_state)
-        assert _all_changed(model_state, new_state)  # train=True: every BatchNorm statistic moves.
+        assert all_changed(model_state, new_state)  # train=True: every BatchNorm statistic moves.
         model_state = new_state
         losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[0] > losses[1] > losses[2]

@@ -19,6 +19,7 @@ from mie_jax.models.resnet import FrameResNet
 from mie_jax.models.resnet import ResNet
 from mie_jax.models.resnet import resnet18
 from mie_jax.models.resnet import resnet50
+from tests.conv_models import all_changed, batch_stats_snapshot, forward, param_count
 
 WIDTH = 4
 SIZE = 32
@@ -44,24 +45,6 @@ def _images(seed, *shape):
     """Random images ``[*shape, SIZE, SIZE, channels]``; ``shape`` ends with the channels."""
     *lead, channels = shape
     return jnp.asarray(np.random.default_rng(seed).normal(size=(*lead, SIZE, SIZE, channels)), jnp.float32)
-
-
-def _snapshot(model):
-    """The batch statistics as plain arrays (``nnx.state`` shares the live Variables)."""
-    return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-
-
-def _all_changed(old, new):
-    return all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), old, new)))
-
-
-def _param_count(model):
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-@nnx.jit(static_argnames="train")
-def _forward(model, x, *, train):
-    return model(x, train=train)
 
 
 @pytest.fixture(scope="module")
@@ -98,43 +81,43 @@ def test_full_width_parameter_counts_match_torchvision():
     r18 = nnx.eval_shape(lambda: resnet18(3, rngs=nnx.Rngs(0)))
     r50 = nnx.eval_shape(lambda: resnet50(3, rngs=nnx.Rngs(0)))
     assert (r18.out_features, r50.out_features) == (512, 2048)
-    assert _param_count(r18) == 11_176_512
-    assert _param_count(r50) == 23_508_032
+    assert param_count(r18) == 11_176_512
+    assert param_count(r50) == 23_508_032
 
 
 def test_batch_stats_update_only_in_training(audio_resnet):
     model = nnx.clone(audio_resnet)  # Its statistics change: leave the shared one alone.
     x = _images(2, 4, 1)
-    before = _snapshot(model)
-    eval_a = _forward(model, x, train=False)
-    eval_b = _forward(model, x, train=False)
+    before = batch_stats_snapshot(model)
+    eval_a = forward(model, x, train=False)
+    eval_b = forward(model, x, train=False)
     assert eval_a.shape == (4, model.out_features)
     assert bool(jnp.all(jnp.isfinite(eval_a)))
     np.testing.assert_array_equal(eval_a, eval_b)
-    jax.tree.map(np.testing.assert_array_equal, before, _snapshot(model))
+    jax.tree.map(np.testing.assert_array_equal, before, batch_stats_snapshot(model))
 
-    train_out = _forward(model, x, train=True)
-    assert _all_changed(before, _snapshot(model))
+    train_out = forward(model, x, train=True)
+    assert all_changed(before, batch_stats_snapshot(model))
     assert not np.allclose(train_out, eval_a)  # Batch, not running, statistics.
     # The eval output now reflects the new running statistics.
-    assert not np.allclose(_forward(model, x, train=False), eval_a)
+    assert not np.allclose(forward(model, x, train=False), eval_a)
 
 
 def test_frame_resnet_pools_over_frames(audio_resnet):
     encoder = FrameResNet(audio_resnet)
     clips = _images(3, 2, 2, 1)  # [B=2, T=2, H, W, C=1]
-    features = _forward(encoder, clips, train=False)
+    features = forward(encoder, clips, train=False)
     assert features.shape == (2, encoder.out_features)
     # Invariant to the order of the frames.
-    np.testing.assert_allclose(_forward(encoder, clips[:, ::-1], train=False), features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forward(encoder, clips[:, ::-1], train=False), features, rtol=1e-5, atol=1e-6)
     # The mean over the frames of the per-frame features.
-    per_frame = _forward(audio_resnet, clips.reshape(4, SIZE, SIZE, 1), train=False).reshape(2, 2, -1)
+    per_frame = forward(audio_resnet, clips.reshape(4, SIZE, SIZE, 1), train=False).reshape(2, 2, -1)
     np.testing.assert_allclose(features, per_frame.mean(axis=1), rtol=1e-5, atol=1e-6)
     # With T = 1 it is the plain ResNet.
     images = _images(4, 4, 1)
     np.testing.assert_allclose(
-        _forward(encoder, images[:, None], train=False),
-        _forward(audio_resnet, images, train=False),
+        forward(encoder, images[:, None], train=False),
+        forward(audio_resnet, images, train=False),
         rtol=1e-5,
         atol=1e-6,
     )
@@ -170,17 +153,17 @@ def test_functional_training_step_reduces_loss():
         params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
         return params, new_stats, loss
 
-    initial_stats = _snapshot(model)
+    initial_stats = batch_stats_snapshot(model)
     new_params, new_stats, losses = _sgd_steps(step, params, batch_stats)
     assert losses[-1] < losses[0]
     # Same structure in and out (no recompiles); the statistics moved; the inputs did not.
     assert jax.tree.structure(new_stats) == jax.tree.structure(batch_stats)
-    assert _all_changed(initial_stats, nnx.to_pure_dict(new_stats))
-    jax.tree.map(np.testing.assert_array_equal, initial_stats, _snapshot(model))
+    assert all_changed(initial_stats, nnx.to_pure_dict(new_stats))
+    jax.tree.map(np.testing.assert_array_equal, initial_stats, batch_stats_snapshot(model))
     jax.tree.map(np.testing.assert_array_equal, initial_stats, nnx.to_pure_dict(batch_stats))
     # The results merge back into a module, also as plain dicts (as mie_jax.train.steps keeps them).
     trained = nnx.merge(graphdef, nnx.to_pure_dict(new_params), nnx.to_pure_dict(new_stats))
-    jax.tree.map(np.testing.assert_array_equal, _snapshot(trained), nnx.to_pure_dict(new_stats))
+    jax.tree.map(np.testing.assert_array_equal, batch_stats_snapshot(trained), nnx.to_pure_dict(new_stats))
 
 
 def test_initialisation():
