@@ -17,7 +17,7 @@ from mie_jax.models.i3d import InceptionModule
 from mie_jax.models.i3d import Unit3D
 from mie_jax.train.steps import apply_model
 from mie_jax.train.steps import split_model
-from tests.conv_models import all_changed, batch_stats_snapshot, forward, param_count
+from tests.conv_models import all_changed, check_batchnorm_modes, param_count
 
 MULTIPLIER = 1 / 16
 CLIP = (8, 32, 32)  # (T, H, W)
@@ -147,18 +147,8 @@ def test_same_padding_matches_pytorch_i3d():
 def test_batch_stats_update_only_in_training():
     # One Inception module (the full model's statistics are checked functionally below).
     module = _build(lambda rngs: InceptionModule(3, (2, 2, 3, 1, 2, 2), rngs=rngs))
-    x = _clips(2, 2, 3)
-    before = batch_stats_snapshot(module)
-    eval_a = forward(module, x, train=False)
-    eval_b = forward(module, x, train=False)
-    assert eval_a.shape == (2, *CLIP, module.out_features) and module.out_features == 9
-    np.testing.assert_array_equal(eval_a, eval_b)
-    jax.tree.map(np.testing.assert_array_equal, before, batch_stats_snapshot(module))
-
-    train_out = forward(module, x, train=True)
-    assert all_changed(before, batch_stats_snapshot(module))
-    assert not np.allclose(train_out, eval_a)  # Batch, not running, statistics.
-    assert not np.allclose(forward(module, x, train=False), eval_a)
+    eval_out = check_batchnorm_modes(module, _clips(2, 2, 3))
+    assert eval_out.shape == (2, *CLIP, module.out_features) and module.out_features == 9
 
 
 # The gradient of the whole I3D takes ~20 s to compile with XLA's default CPU optimisations on
