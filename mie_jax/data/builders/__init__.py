@@ -2,14 +2,15 @@
 
   builder = prepare(builder_class("sarcasm"), raw_dir, prepared_dir)
   train = read_split(builder, "train", ("image", "text", "label"))
+
+Importing this package is cheap: TensorFlow Datasets loads with the first
+builder or function used (``prepare``, ``read_split``, ...), so code that
+never reads a paper dataset never needs it.
 """
 
 import importlib
 
-from mie_jax.data.builders.base import DataLayoutError, MediaConfig, PaperBuilder, prepare, read_split, split_counts
-
-# Dataset name -> (module, class); imported on first use so that a dataset's
-# decoders (OpenCV for video) load only when it is asked for.
+# Dataset name -> (module, class).
 _BUILDERS = {
     "cremad": ("cremad", "CremaD"),
     "kinetics_sounds": ("kinetics_sounds", "KineticsSounds"),
@@ -18,6 +19,7 @@ _BUILDERS = {
     "nvgesture": ("nvgesture", "NVGesture"),
 }
 PAPER_DATASETS = tuple(_BUILDERS)
+_FROM_BASE = ("DataLayoutError", "MediaConfig", "PaperBuilder", "prepare", "read_split", "split_counts")
 
 
 def builder_class(name: str) -> type:
@@ -28,5 +30,10 @@ def builder_class(name: str) -> type:
     return getattr(importlib.import_module(f"mie_jax.data.builders.{module}"), cls)
 
 
-__all__ = ["DataLayoutError", "MediaConfig", "PAPER_DATASETS", "PaperBuilder", "builder_class", "prepare",
-           "read_split", "split_counts"]
+def __getattr__(name: str):
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("mie_jax.data.builders.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PAPER_DATASETS", "builder_class", *_FROM_BASE]

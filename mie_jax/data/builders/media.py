@@ -26,9 +26,13 @@ def read_wav(path: Path) -> tuple:
     try:
         with wave.open(str(path), "rb") as f:
             width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
-            frames = f.readframes(f.getnframes())
+            declared = f.getnframes()
+            frames = f.readframes(declared)
     except (OSError, EOFError, wave.Error) as e:
         raise DataLayoutError(f"{path}: not a readable PCM wav file ({e})") from None
+    if len(frames) != declared * width * channels:
+        raise DataLayoutError(
+            f"{path}: truncated: its header declares {declared} frames, found {len(frames) // (width * channels)}")
     if width not in (1, 2, 4) or not frames:
         raise DataLayoutError(f"{path}: expected 8-, 16- or 32-bit PCM samples, got {width * 8}-bit or none")
     if width == 1:  # 8-bit wav is unsigned.

@@ -14,7 +14,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
-from mie_jax.data.builders.base import DataLayoutError, PaperBuilder, decode_all, label_index, require_dir, require_file
+from mie_jax.data.builders.base import (
+    DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, require_dir, require_file,
+)
 
 CLASSES = ("not_sarcastic", "sarcastic")
 SPLIT_FILES = {"train": "train.txt", "validation": "valid2.txt", "test": "test2.txt"}
@@ -28,12 +30,13 @@ class Sarcasm(PaperBuilder):
     DESCRIPTION = "Tweets with an image, labelled sarcastic or not (Cai, Cai and Wan, ACL 2019)."
     CITATION = "Cai, Cai and Wan. Multi-Modal Sarcasm Detection in Twitter with Hierarchical Fusion Model. ACL 2019."
     SPLITS = tuple(SPLIT_FILES)
+    MODALITIES = ("text", "image")
 
     def features(self):
         size = self.builder_config.image_size
         return {
             "id": tfds.features.Text(),
-            "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+            "image": array_feature((size, size, 3), np.uint8),
             "text": tfds.features.Text(),
             "label": tfds.features.ClassLabel(names=CLASSES),
         }
