@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from experiments import configs
-from mie_jax.data.registry import load_dataset
+from mie_jax.data.registry import LoadOptions, load_dataset
 from mie_jax.train import make_config, train
 
 # (label, dataset, config overrides): strong+weak pairs and three views.
@@ -53,7 +53,7 @@ def run_one(job):
     """Trains one (setting, method, seed) and writes its result JSON; returns the path."""
     path, dataset_name, values, method, fusion_name, seed = job
     config = make_config({**configs.get_config(dataset_name), **values}, method=method, seed=seed)
-    dataset = load_dataset(dataset_name, config.modalities, seed=seed)
+    dataset = load_dataset(dataset_name, config.modalities, LoadOptions(seed=seed))
     results = train(config, dataset, fusion_name=fusion_name)
     summary = {k: v for k, v in results.items() if k != "history"}
     summary["phase_accuracy"] = [

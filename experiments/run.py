@@ -55,8 +55,7 @@ def main(argv=None) -> int:
             "workdir", f"{args.dataset}-{config.method}-{config.variant}-seed{config.seed}")
         if not args.resume and os.path.exists(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"--workdir {workdir} already holds a run; pass --resume or choose another.")
-        dataset = load_dataset(args.dataset, config.modalities, data_dir=args.data_dir, seed=config.seed,
-                               text_dir=config.bert_dir or None)
+        dataset = load_dataset(args.dataset, config.modalities, config.load_options(args.data_dir))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -40,36 +40,43 @@ NUM_CLASSES = 10
 SPLITS = ("train", "validation", "test")
 
 # Fractions of every class assigned to train and validation; test gets the rest.
-_TRAIN_FRACTION = 0.6
-_VALIDATION_FRACTION = 0.2
+_FRACTIONS = (0.6, 0.2)
 _DEFAULT_PATH = Path(__file__).with_name("mfeat.npz")
 
 
-def split_indices(labels: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """Returns the fixed stratified 60/20/20 split as row indices.
+def split_indices(
+    labels: np.ndarray, seed: int = 0, *, fractions: Sequence[float] = _FRACTIONS, names: Sequence[str] = SPLITS
+) -> dict[str, np.ndarray]:
+    """Returns a stratified split as row indices (by default mfeat's fixed 60/20/20).
 
     Within each class the rows are permuted with a numpy Generator seeded by
-    ``seed``; the first 60% go to train, the next 20% to validation and the
-    rest to test. With 200 rows per class this gives 120/40/40.
+    ``seed``; ``names[i]`` takes the next ``round(fractions[i] * n)`` of them
+    and the last name the rest. With 200 rows per class the default gives
+    120/40/40.
 
     Args:
         labels: Integer class label of every row, shape [n].
         seed: Seed of the permutation.
+        fractions: The share of every class for each name but the last.
+        names: The splits, one more than ``fractions``.
 
     Returns:
-        Dict mapping each split name in ``SPLITS`` to sorted int64 row indices.
-        Together the three index arrays cover every row exactly once.
+        Dict mapping each of ``names`` to sorted int64 row indices. Together
+        the index arrays cover every row exactly once.
     """
+    if len(names) != len(fractions) + 1:
+        raise ValueError(f"names must be one longer than fractions, got {list(names)} and {list(fractions)}.")
     rng = np.random.default_rng(seed)
-    parts = {split: [] for split in SPLITS}
+    parts = {name: [] for name in names}
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_train = round(_TRAIN_FRACTION * len(members))
-        n_validation = round(_VALIDATION_FRACTION * len(members))
-        parts["train"].append(members[:n_train])
-        parts["validation"].append(members[n_train:n_train + n_validation])
-        parts["test"].append(members[n_train + n_validation:])
-    return {split: np.sort(np.concatenate(parts[split])) for split in SPLITS}
+        start = 0
+        for name, fraction in zip(names, fractions):
+            count = round(fraction * len(members))
+            parts[name].append(members[start:start + count])
+            start += count
+        parts[names[-1]].append(members[start:])
+    return {name: np.sort(np.concatenate(parts[name])) for name in names}
 
 
 def load_mfeat(

@@ -1,11 +1,12 @@
 """The datasets ``experiments.run --dataset`` knows, behind one loader."""
 
+import dataclasses
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mie_jax.data import emoji, mfeat
+from mie_jax.data import builders, emoji, mfeat
 from mie_jax.models import bert
 
 SPLITS = ("train", "validation", "test")
@@ -25,8 +26,36 @@ class MultimodalDataset(NamedTuple):
     splits: Mapping[str, Split]
 
 
-def _load_mfeat(modalities, data_dir, seed, text_dir):
-    del text_dir  # No text.
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """How a dataset is read, beyond its name and modalities.
+
+    Attributes:
+      data_dir: a directory with the dataset's files; ``None`` uses the copy
+        shipped with the package where there is one.
+      seed: seeds the split where the dataset has no fixed one.
+      text_dir: the Hugging Face directory whose tokenizer encodes text
+        (``None``: all-MiniLM-L6-v2's).
+      prepared_dir: where the paper datasets' builders write their prepared
+        copy (``None``: ``<data_dir>/prepared``).
+      image_size: decoded image and frame size of the paper datasets (0: the
+        builder's default, 224; 112 for NVGesture).
+      num_frames: frames per video clip (0: the builder's default).
+      text_length: token ids per text, [CLS] and [SEP] included (0: the
+        dataset's default).
+    """
+
+    data_dir: Optional[str] = None
+    seed: int = 0
+    text_dir: Optional[str] = None
+    prepared_dir: Optional[str] = None
+    image_size: int = 0
+    num_frames: int = 0
+    text_length: int = 0
+
+
+def _load_mfeat(modalities, options):
+    data_dir, seed = options.data_dir, options.seed
     path = None if data_dir is None else Path(data_dir) / "mfeat.npz"
     splits = {}
     for split in SPLITS:
@@ -36,9 +65,9 @@ def _load_mfeat(modalities, data_dir, seed, text_dir):
     return mfeat.NUM_CLASSES, splits
 
 
-def _load_emoji(modalities, data_dir, seed, text_dir):
+def _load_emoji(modalities, options):
     """Images as float32 in [0, 1]; names as WordPiece ids of the text encoder's tokenizer."""
-    del seed  # The prepared file holds its fixed split.
+    data_dir = options.data_dir  # The prepared file holds its fixed split: no seed.
     if data_dir is None:
         raise ValueError(
             "--data-dir must name a directory with emoji.npz; make it with "
@@ -47,45 +76,87 @@ def _load_emoji(modalities, data_dir, seed, text_dir):
     unknown = sorted(set(modalities) - {"image", "text"})
     if unknown:
         raise ValueError(f"emoji has the modalities ['image', 'text'], got unknown {unknown}.")
-    tokenizer = bert.load_tokenizer(text_dir or bert.default_minilm_dir())
+    tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
     splits = {}
     for split in SPLITS:
         arrays = emoji.load_emoji(data_dir, split=split)
         inputs = {"image": arrays["image"],
-                  "text": bert.tokenize(tokenizer, arrays["text"], EMOJI_TEXT_LENGTH)[0]}
+                  "text": bert.tokenize(tokenizer, arrays["text"], options.text_length or EMOJI_TEXT_LENGTH)[0]}
         splits[split] = Split({m: inputs[m] for m in modalities}, arrays["label"])
     return len(emoji.GROUPS), splits
 
 
+def _load_paper(name, modalities, options):
+    """A paper dataset from its published files, prepared once by its TFDS builder.
+
+    Images and frames stay uint8 (the encoders scale them to [0, 1]: a quarter
+    of float32's memory); spectrograms get a channel axis; text becomes
+    WordPiece ids. Datasets published without a validation split (CREMA-D,
+    Kinetics-Sounds, NVGesture) hold out ``VALIDATION_FRACTION`` of every
+    training class, chosen by ``options.seed``; the test split is the published one.
+    """
+    cls = builders.builder_class(name)
+    if options.data_dir is None:
+        raise ValueError(f"--data-dir must name the directory of {name}'s files. {cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    unknown = sorted(set(modalities) - set(cls.MODALITIES))
+    if unknown:
+        raise ValueError(f"{name} has the modalities {list(cls.MODALITIES)}, got unknown {unknown}.")
+    prepared_dir = options.prepared_dir or Path(options.data_dir) / "prepared"
+    builder = builders.prepare(cls, options.data_dir, prepared_dir,
+                               image_size=options.image_size, num_frames=options.num_frames)
+    fields = (*modalities, "label")
+    raw = {split: builders.read_split(builder, split, fields) for split in cls.SPLITS}
+    if "validation" not in raw:
+        parts = mfeat.split_indices(raw["train"]["label"], options.seed, fractions=(1 - VALIDATION_FRACTION,),
+                                    names=("train", "validation"))
+        if not len(parts["validation"]):
+            raise ValueError(f"{name}: holding out {VALIDATION_FRACTION:.0%} of each training class left no "
+                             f"validation example ({len(parts['train'])} training examples).")
+        train = raw.pop("train")
+        raw.update({split: {f: a[parts[split]] for f, a in train.items()} for split in parts})
+    tokenizer = None
+    if "text" in modalities:
+        tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
+
+    def model_input(field, values):
+        if field == "text":
+            return bert.tokenize(tokenizer, list(values), options.text_length or PAPER_TEXT_LENGTH)[0]
+        if field == "audio":
+            return values[..., None]  # One channel, as a 2-D image.
+        return values
+
+    splits = {split: Split({m: model_input(m, raw[split][m]) for m in modalities}, raw[split]["label"].astype(np.int32))
+              for split in SPLITS}
+    return len(builder.info.features["label"].names), splits
+
+
 # Emoji names are short: 24 WordPiece tokens hold every one of them with [CLS] and [SEP].
 EMOJI_TEXT_LENGTH = 24
+# Tweets (Twitter2015, Sarcasm): 64 tokens hold nearly all of them.
+PAPER_TEXT_LENGTH = 64
+# The share of each training class held out for model selection where none is published.
+VALIDATION_FRACTION = 0.1
 _LOADERS = {"mfeat": _load_mfeat, "emoji": _load_emoji}
-DATASETS = tuple(_LOADERS)
+DATASETS = (*_LOADERS, *builders.PAPER_DATASETS)
 
 
-def load_dataset(
-    name: str,
-    modalities: Sequence[str],
-    *,
-    data_dir: Optional[str] = None,
-    seed: int = 0,
-    text_dir: Optional[str] = None,
-) -> MultimodalDataset:
+def load_dataset(name: str, modalities: Sequence[str], options: LoadOptions = LoadOptions()) -> MultimodalDataset:
     """Loads every split of a dataset's chosen modalities.
 
     Args:
       name: one of ``DATASETS``.
       modalities: the modalities (for mfeat: views) to load, in training order.
-      data_dir: a directory with the dataset's files; ``None`` uses the copy
-        shipped with the package where there is one.
-      seed: seeds the split where the dataset has no fixed one.
-      text_dir: the Hugging Face directory whose tokenizer encodes text
-        (``None``: all-MiniLM-L6-v2's).
+      options: where the files are and how to read them.
 
     Raises:
-      ValueError: an unknown dataset or modality.
+      ValueError: an unknown dataset or modality, or a missing ``data_dir``.
+      mie_jax.data.builders.DataLayoutError: (a ValueError) a paper dataset's
+        files are missing, unreadable or not in the published layout.
     """
-    if name not in _LOADERS:
+    if name not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}.")
-    num_classes, splits = _LOADERS[name](tuple(modalities), data_dir, seed, text_dir)
+    if name in _LOADERS:
+        num_classes, splits = _LOADERS[name](tuple(modalities), options)
+    else:
+        num_classes, splits = _load_paper(name, tuple(modalities), options)
     return MultimodalDataset(name, tuple(modalities), num_classes, splits)

@@ -18,15 +18,24 @@ from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
 ENCODERS = ("mlp", "resnet18", "resnet50", "frames_resnet18", "i3d", "bert")
 
 
+def scale_pixels(x):
+    """uint8 pixels as float32 in [0, 1]; any other input unchanged.
+
+    Datasets keep images and frames as uint8, a quarter of float32's memory on
+    the host and the device; they become floats only batch by batch.
+    """
+    return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+
+
 class ProjectedEncoder(nnx.Module):
-    """A backbone's features, linearly projected to ``dim``."""
+    """A backbone's features, linearly projected to ``dim``; uint8 inputs are scaled to [0, 1]."""
 
     def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs):
         self.backbone = backbone
         self.projection = nnx.Linear(in_features, dim, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False):
-        return self.projection(self.backbone(x, train=train))
+        return self.projection(self.backbone(scale_pixels(x), train=train))
 
 
 class TextEncoder(nnx.Module):

@@ -42,7 +42,8 @@ class AlternatingMethod:
         self.labels = jnp.asarray(train_split.labels)
         self.mesh = mesh
         self.num_classes = num_classes
-        self.tx = steps.make_optimizer(config, sam=config.uses_sam)
+        self.tx = steps.make_optimizer(
+            config, sam=config.uses_sam, steps_per_epoch=batches.steps_per_epoch(self.labels.shape[0], config.batch_size))
         self.graphdefs, self._initial = {}, {"params": {}, "model_state": {}}
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)

@@ -12,6 +12,18 @@ def phase_rng(seed: int, phase: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, phase, stream])
 
 
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Whole batches in one epoch (the last partial batch is dropped).
+
+    Raises:
+      ValueError: the split has fewer examples than one batch.
+    """
+    steps = num_examples // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples.")
+    return steps
+
+
 def epoch_batches(rng: np.random.Generator, num_examples: int, batch_size: int, epochs: int) -> np.ndarray:
     """Shuffled batch indices, ``[epochs * (num_examples // batch_size), batch_size]``.
 
@@ -21,9 +33,7 @@ def epoch_batches(rng: np.random.Generator, num_examples: int, batch_size: int, 
     Raises:
       ValueError: the split has fewer examples than one batch.
     """
-    steps = num_examples // batch_size
-    if steps == 0:
-        raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples.")
+    steps = steps_per_epoch(num_examples, batch_size)
     orders = [rng.permutation(num_examples)[: steps * batch_size] for _ in range(epochs)]
     return np.concatenate(orders).reshape(epochs * steps, batch_size).astype(np.int32)
 

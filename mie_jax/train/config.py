@@ -1,7 +1,9 @@
 """Training configuration: one dataclass, variant presets, and ``key=value`` overrides."""
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
+
+from mie_jax.data.registry import LoadOptions
 
 METHODS = (
     "mie",
@@ -76,6 +78,20 @@ class TrainConfig:
         skips steps whose gradient is not finite (``optax.apply_if_finite``),
         up to ``N`` in a row, and counts them per phase; a phase ending in more
         than ``N`` non-finite steps still stops the run.
+      lr_schedule: ``constant``; ``step`` (the released code's StepLR: times
+        ``lr_decay`` every ``lr_step_epochs`` epochs of the optimizer's life);
+        or ``plateau`` (the paper's "/10 on plateau": times ``lr_decay`` when
+        the epoch's mean training loss has not improved for ``lr_patience``
+        epochs, ``optax.contrib.reduce_on_plateau``).
+      lr_decay: the factor of either schedule.
+      lr_step_epochs: ``step``'s period in epochs.
+      lr_patience: ``plateau``'s patience in epochs.
+      prepared_dir: where a paper dataset's prepared copy goes ("": inside
+        ``--data-dir``, in ``prepared/``).
+      image_size: decoded image and frame size of a paper dataset (0: its
+        builder's default).
+      num_frames: frames per video clip (0: the builder's default).
+      text_length: token ids per text (0: the dataset's default).
     """
 
     method: str = "mie"
@@ -113,6 +129,14 @@ class TrainConfig:
     seed: int = 0
     num_devices: int = 0
     skip_nonfinite_steps: int = 0
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.1
+    lr_step_epochs: int = 40
+    lr_patience: int = 10
+    prepared_dir: str = ""
+    image_size: int = 0
+    num_frames: int = 0
+    text_length: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -121,14 +145,25 @@ class TrainConfig:
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("covariance", self.covariance, ("pass", "online"))
         _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "step", "plateau"))
         _check_choice("selection_metric", self.selection_metric, ("accuracy", "macro_f1"))
         _check_choice("select_on", self.select_on, ("validation", "test"))
         _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
         if len(self.modalities) < 2 and self.method not in ("unimodal",):
             raise ValueError(f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}.")
-        for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim"):
+        for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim",
+                     "lr_step_epochs", "lr_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("image_size", "num_frames", "text_length"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: the dataset's default), got {getattr(self, name)}.")
+
+    def load_options(self, data_dir: Optional[str] = None) -> LoadOptions:
+        """How to read the dataset for this run."""
+        return LoadOptions(data_dir=data_dir, seed=self.seed, text_dir=self.bert_dir or None,
+                           prepared_dir=self.prepared_dir or None, image_size=self.image_size,
+                           num_frames=self.num_frames, text_length=self.text_length)
 
     def epochs_of_phase(self, phase: int) -> int:
         if self.phase_schedule:
@@ -185,8 +220,9 @@ def make_config(base: Mapping[str, Any], overrides: Sequence[str] = (), **flags)
     """Builds a config from a dataset's values, the variant preset and overrides.
 
     Precedence, lowest first: dataclass defaults, ``base`` (a dataset config),
-    the variant's preset, ``flags`` (e.g. ``method=``), ``overrides``
-    (``"key=value"`` strings from ``--set``).
+    the variant's preset (for ``reference``: ``REFERENCE_PRESET``, then the
+    dataset's own ``base["reference"]`` values), ``flags`` (e.g. ``method=``),
+    ``overrides`` (``"key=value"`` strings from ``--set``).
 
     Raises:
       ValueError: an unknown key (the message lists the valid ones), a value
@@ -194,6 +230,8 @@ def make_config(base: Mapping[str, Any], overrides: Sequence[str] = (), **flags)
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     values = dict(base)
+    # A dataset's own released-code values (e.g. its stage schedule), on top of REFERENCE_PRESET.
+    reference = dict(values.pop("reference", {}))
     parsed = {}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -203,12 +241,13 @@ def make_config(base: Mapping[str, Any], overrides: Sequence[str] = (), **flags)
             raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}.")
         default = values.get(key, fields[key].default)
         parsed[key] = _parse_value(key, text, default)
-    for key in list(values) + list(flags):
+    for key in list(values) + list(reference) + list(flags):
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}.")
     variant = parsed.get("variant", flags.get("variant") or values.get("variant", "paper"))
     if variant == "reference":
         values.update(REFERENCE_PRESET)
+        values.update(reference)
     values.update({k: v for k, v in flags.items() if v is not None})
     values.update(parsed)
     return TrainConfig(**values)

@@ -23,7 +23,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import parallel, steps
+from mie_jax.train import batches, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
@@ -69,7 +69,8 @@ class JointMethod(SingleModelMethod):
         else:
             encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
-        self._finish(model, steps.make_optimizer(config, sam=False))
+        self._finish(model, steps.make_optimizer(
+            config, sam=False, steps_per_epoch=batches.steps_per_epoch(self.labels.shape[0], config.batch_size)))
         self.predict = steps.make_predict(self.graphdef)
 
     def _modality_scores(self, params, model_state, features, y):

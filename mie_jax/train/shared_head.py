@@ -21,7 +21,7 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import parallel, steps
+from mie_jax.train import batches, parallel, steps
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
 
@@ -44,15 +44,16 @@ class SharedHeadMethod(SingleModelMethod):
         encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
         projection = None
+        m, per_epoch = len(self.modalities), batches.steps_per_epoch(self.labels.shape[0], config.batch_size)
         if config.mla_projection:
-            m, base = len(self.modalities), config.mla_alpha_base
-            per_epoch = self.labels.shape[0] // config.batch_size
+            base = config.mla_alpha_base
             projection = mie_jax.orthogonal_projection(
                 # One update per modality per batch: count // m is the batch number.
                 alpha=lambda count: base ** (1.0 + ((count // m) % per_epoch) / per_epoch),
                 mask=_head_kernel_mask,
             )
-        self._finish(model, steps.make_optimizer(config, sam=False, projection=projection))
+        # One update per modality per batch: an epoch is m * per_epoch updates.
+        self._finish(model, steps.make_optimizer(config, sam=False, steps_per_epoch=m * per_epoch, projection=projection))
         self.predicts = {m: steps.make_predict(self.graphdef, modality=m) for m in self.modalities}
 
     def _make_phase_fn(self):

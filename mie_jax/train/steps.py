@@ -8,20 +8,34 @@ import optax
 from flax import nnx
 
 import mie_jax
+from mie_jax.models.encoders import scale_pixels
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import parallel
 from mie_jax.train.config import TrainConfig
 
 
 def make_optimizer(
-    config: TrainConfig, *, sam: bool, projection: Optional[optax.GradientTransformation] = None
+    config: TrainConfig,
+    *,
+    sam: bool,
+    steps_per_epoch: int,
+    projection: Optional[optax.GradientTransformation] = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """SAM (optional) -> gradient projection -> weight decay -> SGD or Adam.
+    """SAM (optional) -> gradient projection -> weight decay -> SGD or Adam -> plateau scaling.
 
     Weight decay comes after the projection, so ``T`` acts on the loss
-    gradient only, as in the released code. With ``skip_nonfinite_steps``
-    the whole chain is skipped for a step whose gradient is not finite.
+    gradient only, as in the released code. ``steps_per_epoch`` converts the
+    learning-rate schedule's epochs (``config.lr_schedule``) into steps; the
+    plateau schedule reads the loss from ``update(..., value=loss)``, which
+    :func:`optimizer_step` passes. With ``skip_nonfinite_steps`` the whole
+    chain is skipped for a step whose gradient is not finite.
     """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "step":
+        learning_rate = optax.exponential_decay(
+            config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_decay, staircase=True)
     parts = []
     if sam:
         parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix))
@@ -29,9 +43,12 @@ def make_optimizer(
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
     if config.optimizer == "sgd":
-        parts.append(optax.sgd(config.learning_rate, momentum=config.momentum or None))
+        parts.append(optax.sgd(learning_rate, momentum=config.momentum or None))
     else:
-        parts.append(optax.adam(config.learning_rate))
+        parts.append(optax.adam(learning_rate))
+    if config.lr_schedule == "plateau":
+        parts.append(optax.contrib.reduce_on_plateau(
+            factor=config.lr_decay, patience=config.lr_patience, accumulation_size=steps_per_epoch))
     if config.skip_nonfinite_steps:
         return optax.apply_if_finite(optax.chain(*parts), config.skip_nonfinite_steps)
     return optax.chain(*parts)
@@ -81,7 +98,8 @@ def optimizer_step(
 ):
     """One update of ``params`` by ``tx`` from ``loss_fn(params) -> (loss, aux)``.
 
-    ``tx`` receives ``grad_fn`` (for :func:`mie_jax.sam`), ``extra_args``
+    ``tx`` receives ``grad_fn`` (for :func:`mie_jax.sam`), ``value`` (the
+    loss, for ``optax.contrib.reduce_on_plateau``), ``extra_args``
     (e.g. ``transforms=`` for :func:`mie_jax.flat_projection`) and
     ``extra_args_from_aux(aux)`` (e.g. MLA's ``features=`` from this forward
     pass); ``modify_grads(grads, aux)`` may rewrite the gradient first (OGM-GE).
@@ -99,7 +117,7 @@ def optimizer_step(
         del i  # One batch per step.
         return jax.grad(lambda p: loss_fn(p)[0])(perturbed)
 
-    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn, **extra_args)
+    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn, value=loss, **extra_args)
     return optax.apply_updates(params, updates), opt_state, loss, aux
 
 
@@ -123,8 +141,8 @@ def make_phase_fn(
         def step(carry, batch):
             params, model_state, opt_state, covariance = carry
             indices, lam_t, partner = batch
-            x, y = inputs[indices], labels[indices]
-            if jnp.issubdtype(inputs.dtype, jnp.floating):
+            x, y = scale_pixels(inputs[indices]), labels[indices]
+            if jnp.issubdtype(x.dtype, jnp.floating):
                 x = lam_t * x + (1.0 - lam_t) * x[partner]
             else:  # Token ids cannot be mixed: mixup applies to continuous inputs only.
                 lam_t = jnp.ones_like(lam_t)
