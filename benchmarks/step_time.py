@@ -38,11 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 import mie_jax
 from experiments import configs
-from mie_jax.data.registry import load_dataset
-from mie_jax.models.head import HEAD_LAYERS
+from mie_jax.data.registry import LoadOptions, load_dataset
+from mie_jax.models import bert
+from mie_jax.models.classifier import UnimodalClassifier
+from mie_jax.models.encoders import TextEncoder, build_encoder
+from mie_jax.models.head import HEAD_LAYERS, Head
 from mie_jax.train import batches, steps
 from mie_jax.train.alternating import AlternatingMethod
 from mie_jax.train.config import TrainConfig, make_config
@@ -55,6 +59,13 @@ EIGH_SIZES = (64, 256, 1024, 2048)
 REPEATS = {"full": (20, 10, 5), "quick": (5, 3, 2)}
 GOALS = {"sam": "about 2.0 (floor)", "gm": "<= 1.05", "mie": "<= 2.1"}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# The paper's encoders on one modality each: (what, encoder, one example's shape).
+ENCODER_MODELS = {
+    "resnet18_audio": ("ResNet18, CREMA-D log-spectrogram 257x188x1", "resnet18", (257, 188, 1)),
+    "resnet18_frames": ("ResNet18 per frame, 3 frames 224x224x3, pooled", "frames_resnet18", (3, 224, 224, 3)),
+    "bert_small": ("BERT-small (all-MiniLM-L6-v2's shape, random weights), 64 tokens", "bert", (64,)),
+}
+BERT_SMALL = bert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 # Settings that change the timings, recorded when set (eigh runs on OpenBLAS threads on CPU).
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS")
 
@@ -70,15 +81,29 @@ class Case:
     description: str
     baseline: str  # The variant its ratios are to; "" for the baseline itself.
     per_call: Callable[[Any], Any]
-    scanned: Callable[[Any], Any]
+    scanned: Optional[Callable[[Any], Any]]  # None: timed per call only (large models).
     init: Any
     mflops: Optional[float]  # XLA's count for one step.
+    memory_mib: Optional[float]  # XLA's buffers for one step: arguments, outputs and temporaries.
 
 
 def xla_mflops(lowered) -> Optional[float]:
     """XLA's FLOP count of a lowered function, in millions; None where the backend gives none."""
     flops = (lowered.cost_analysis() or {}).get("flops")
     return None if flops is None else flops / 1e6
+
+
+def xla_memory_mib(compiled) -> Optional[float]:
+    """The memory XLA plans for one call (arguments + outputs + temporaries), in MiB.
+
+    It is the compiled program's own peak, the same on every run and free of
+    other processes; None where the backend reports none.
+    """
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    used = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    return (used - analysis.alias_size_in_bytes) / 2**20
 
 
 def make_step(graphdef, tx, *, with_features: bool) -> Callable:
@@ -122,15 +147,23 @@ def scan_steps(step: Callable, length: int) -> Callable:
     return run
 
 
-def unimodal_cases(config: TrainConfig, graphdef, params, model_state, transforms, x, y) -> List[Case]:
-    """plain, sam, gm, mie and mla on the 'fac' classifier."""
+def unimodal_cases(
+    config: TrainConfig, graphdef, params, model_state, transforms, x, y, *, prefix: str = "", scanned: bool = True
+) -> List[Case]:
+    """plain, sam, gm, mie and mla on one classifier; names start with ``prefix``.
+
+    ``scanned=False`` times one step per call only: for large models Python's
+    dispatch is negligible, and a scan of them takes long to compile.
+    """
     head_kernels = steps.head_kernel_tree(params, {layer: True for layer in HEAD_LAYERS})
     mask = jax.tree.map(lambda leaf: leaf is True, head_kernels, is_leaf=lambda leaf: leaf is None)
-    plain_tx = steps.make_optimizer(config, sam=False)
-    sam_tx = steps.make_optimizer(config, sam=True)
+    # The schedule's epochs: any value; a constant learning rate does not read it.
+    per_epoch = {"steps_per_epoch": 1}
+    plain_tx = steps.make_optimizer(config, sam=False, **per_epoch)
+    sam_tx = steps.make_optimizer(config, sam=True, **per_epoch)
     # A constant alpha: MLA's schedule only adds scalar arithmetic.
     mla_tx = steps.make_optimizer(
-        config, sam=False,
+        config, sam=False, **per_epoch,
         projection=mie_jax.orthogonal_projection(alpha=config.mla_alpha_base, mask=mask),
     )
     variants = (
@@ -145,15 +178,43 @@ def unimodal_cases(config: TrainConfig, graphdef, params, model_state, transform
         step = make_step(graphdef, tx, with_features=with_features)
         one, many = jax.jit(step), jax.jit(scan_steps(step, SCAN_STEPS))
         opt_state = tx.init(params)
+        lowered = one.lower(params, model_state, opt_state, x, y, t_tree)
+        compiled = lowered.compile()  # Timed as is: one compile serves the timing and the memory plan.
         cases.append(Case(
-            name, description, "plain" if name != "plain" else "",
+            prefix + name, description, prefix + "plain" if name != "plain" else "",
             # Default arguments bind this iteration's functions and T.
-            per_call=lambda carry, f=one, t=t_tree: f(*carry, x, y, t)[:3],
-            scanned=lambda carry, f=many, t=t_tree: f(*carry, x, y, t)[:3],
+            per_call=lambda carry, f=compiled, t=t_tree: f(*carry, x, y, t)[:3],
+            scanned=(lambda carry, f=many, t=t_tree: f(*carry, x, y, t)[:3]) if scanned else None,
             init=(params, model_state, opt_state),
-            mflops=xla_mflops(one.lower(params, model_state, opt_state, x, y, t_tree)),
+            mflops=xla_mflops(lowered),
+            memory_mib=xla_memory_mib(compiled),
         ))
     return cases
+
+
+def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_classes: int = 10) -> List[Case]:
+    """plain, sam, gm, mie and mla on one of ``ENCODER_MODELS``, per call, names ``<name>/<variant>``.
+
+    T is Eq. 7 of the head inputs' covariance on the timed batch: its values
+    do not change the cost of applying it.
+    """
+    _, encoder_name, shape = ENCODER_MODELS[name]
+    rngs = nnx.Rngs(config.seed)
+    key_x, key_y = jax.random.split(jax.random.key(config.seed))
+    if encoder_name == "bert":
+        encoder = TextEncoder(bert.BertEncoder(BERT_SMALL, rngs=rngs), pad_id=0, dim=config.dim, rngs=rngs)
+        x = jax.random.randint(key_x, (batch_size, *shape), 1, BERT_SMALL.vocab_size)
+    else:
+        encoder = build_encoder(config, encoder_name, shape, rngs)
+        x = jax.random.normal(key_x, (batch_size, *shape), jnp.float32)
+    y = jax.random.randint(key_y, (batch_size,), 0, num_classes)
+    graphdef, params, model_state = steps.split_model(
+        UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs)))
+    (_, layer_inputs), _ = steps.apply_model(graphdef, params, model_state, x, train=False)
+    covariances = {layer: mie_jax.update_covariance(jnp.zeros((f.shape[1],) * 2), f)
+                   for layer, f in layer_inputs.items()}
+    transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.tau))
+    return unimodal_cases(config, graphdef, params, model_state, transforms, x, y, prefix=f"{name}/", scanned=False)
 
 
 def joint_cases(base: Dict[str, Any], split, num_classes: int, batch) -> List[Case]:
@@ -169,13 +230,16 @@ def joint_cases(base: Dict[str, Any], split, num_classes: int, batch) -> List[Ca
         method = JointMethod(make_config(base, method=name), split, num_classes)
         state = method.init()
         init = (state["params"], state["model_state"], state["opt_state"])
+        lowered = method.phase_fn.lower(*init, method.inputs, method.labels, *one)
+        compiled = lowered.compile()
         cases.append(Case(
             name, description, baseline,
-            per_call=lambda carry, m=method: m.phase_fn(*carry, m.inputs, m.labels, *one)[:3],
+            per_call=lambda carry, m=method, f=compiled: f(*carry, m.inputs, m.labels, *one)[:3],
             scanned=lambda carry, m=method: m.phase_fn(*carry, m.inputs, m.labels, *many)[:3],
             init=init,
             # A one-step phase: the scan's body is counted once.
-            mflops=xla_mflops(method.phase_fn.lower(*init, method.inputs, method.labels, *one)),
+            mflops=xla_mflops(lowered),
+            memory_mib=xla_memory_mib(compiled),
         ))
     return cases
 
@@ -201,23 +265,29 @@ def measure_steps(cases: List[Case], repeats: int) -> List[dict]:
     """Median seconds per step, per-call and scanned, and paired ratios to each baseline."""
     for case in cases:  # Compile, then one warm call each.
         for fn in (case.per_call, case.scanned):
-            time_chain(fn, case.init, calls=2)
+            if fn is not None:
+                time_chain(fn, case.init, calls=2)
     samples = {(case.name, mode): [] for case in cases for mode in ("per_call", "scanned")}
     for r in range(repeats):
         shift = r % len(cases)  # Every variant takes every position in turn.
         for case in cases[shift:] + cases[:shift]:
             samples[case.name, "per_call"].append(
                 time_chain(case.per_call, case.init, CALLS_PER_UNIT) / CALLS_PER_UNIT)
-            samples[case.name, "scanned"].append(time_chain(case.scanned, case.init, 1) / SCAN_STEPS)
+            if case.scanned is not None:
+                samples[case.name, "scanned"].append(time_chain(case.scanned, case.init, 1) / SCAN_STEPS)
     mflops = {case.name: case.mflops for case in cases}
     rows = []
     for case in cases:
         row = {"variant": case.name, "description": case.description, "baseline": case.baseline or None,
-               "goal": GOALS.get(case.name), "mflop_per_step": case.mflops,
+               "goal": GOALS.get(case.name.rsplit("/", 1)[-1]), "mflop_per_step": case.mflops,
+               "memory_mib": case.memory_mib,
                "flop_ratio": (case.mflops / mflops[case.baseline or case.name]
                               if case.mflops and mflops[case.baseline or case.name] else None)}
         for mode in ("per_call", "scanned"):
             own = samples[case.name, mode]
+            if not own:
+                row[f"{mode}_ms"] = row[f"{mode}_ratio"] = None
+                continue
             row[f"{mode}_ms"] = 1e3 * statistics.median(own)
             if case.baseline:
                 base = samples[case.baseline, mode]
@@ -338,6 +408,7 @@ def _format(value: Optional[float], spec: str) -> str:
 
 def to_markdown(machine: dict, command: str, settings: dict, rows, covariance: dict, eigh_rows) -> str:
     """The report: machine, command, and the three tables."""
+    encoder_models = [name for name in settings["models"] if name != "mlp"]
     lines = [
         "# Step time",
         "",
@@ -355,16 +426,23 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, covariance: d
         f"`lax.scan`. Median over {settings['repeats']['steps']} interleaved repeats; a ratio is the median "
         f"of the per-repeat ratios to the baseline.",
         "",
+        *([f"Encoder models (names `<model>/<variant>`): "
+           + "; ".join(f"{name}: {ENCODER_MODELS[name][0]}" for name in encoder_models)
+           + f"; batch {settings['encoder_batch']}, Dim {settings['encoder_dim']}, ResNet width "
+           f"{settings['resnet_width']}; timed per call only.", ""] if encoder_models else []),
+        "Memory: XLA's plan for one step (arguments + outputs + temporaries).",
+        "",
         "| variant | what runs | vs | per-call ms/step | per-call ratio | scanned ms/step | scanned ratio "
-        "| MFLOP/step (XLA) | FLOP ratio | goal |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| MFLOP/step (XLA) | FLOP ratio | memory MiB | goal |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['description']} | {row['baseline'] or '-'} | "
-            f"{row['per_call_ms']:.3f} | {row['per_call_ratio']:.2f}x | {row['scanned_ms']:.3f} | "
-            f"{row['scanned_ratio']:.2f}x | {_format(row['mflop_per_step'], '.1f')} | "
-            f"{_format(row['flop_ratio'], '.2f')} | {row['goal'] or ''} |")
+            f"{_format(row['per_call_ms'], '.3f')} | {_format(row['per_call_ratio'], '.2f')}x | "
+            f"{_format(row['scanned_ms'], '.3f')} | {_format(row['scanned_ratio'], '.2f')}x | "
+            f"{_format(row['mflop_per_step'], '.1f')} | {_format(row['flop_ratio'], '.2f')} | "
+            f"{_format(row['memory_mib'], '.1f')} | {row['goal'] or ''} |")
     ms = covariance["ms"]
     epoch = ms["mie_epoch"]
     lines += [
@@ -401,7 +479,17 @@ def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
-    return parser.parse_args(argv)
+    parser.add_argument("--models", default="mlp",
+                        help=f"comma-separated: mlp (the mfeat tables) and any of {list(ENCODER_MODELS)}")
+    parser.add_argument("--batch", type=int, default=64, help="batch of the encoder models (default 64)")
+    parser.add_argument("--dim", type=int, default=512, help="their common feature size Dim (default 512)")
+    parser.add_argument("--width", type=int, default=64, help="ResNet base width (default 64, torchvision's)")
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(args.models) - {"mlp", *ENCODER_MODELS})
+    if unknown or not args.models:
+        parser.error(f"--models takes mlp and {list(ENCODER_MODELS)}, got {args.models}")
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -411,7 +499,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     step_repeats, covariance_repeats, eigh_repeats = REPEATS["quick" if args.quick else "full"]
     base = configs.get_config("mfeat")
     config = make_config(base, method="mie")
-    dataset = load_dataset("mfeat", config.modalities, seed=config.seed)
+    dataset = load_dataset("mfeat", config.modalities, LoadOptions(seed=config.seed))
     train = dataset.splits["train"]
 
     # The trainer's own models and jitted phases: one classifier per modality.
@@ -427,8 +515,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     batch = batches.epoch_batches(batches.phase_rng(config.seed, 0), mie.labels.shape[0], config.batch_size, 1)[0]
     x, y = mie.inputs["fac"][batch], mie.labels[batch]
 
-    cases = unimodal_cases(config, mie.graphdefs["fac"], params, model_state, transforms, x, y)
-    cases += joint_cases(base, train, dataset.num_classes, batch)
+    cases = []
+    if "mlp" in args.models:
+        cases += unimodal_cases(config, mie.graphdefs["fac"], params, model_state, transforms, x, y)
+        cases += joint_cases(base, train, dataset.num_classes, batch)
+    encoder_config = make_config(base, method="mie", dim=args.dim, resnet_width=args.width)
+    for name in args.models:
+        if name != "mlp":
+            cases += encoder_model_cases(name, encoder_config, args.batch)
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -448,7 +542,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = {
         "batch_size": config.batch_size, "covariance_batch_size": config.covariance_batch_size,
         "dim": config.dim, "encoder_hidden": config.encoder_hidden, "scan_steps": SCAN_STEPS,
-        "calls_per_unit": CALLS_PER_UNIT,
+        "calls_per_unit": CALLS_PER_UNIT, "models": args.models, "encoder_batch": args.batch,
+        "encoder_dim": args.dim, "resnet_width": args.width,
         "repeats": {"steps": step_repeats, "covariance": covariance_repeats, "eigh": eigh_repeats},
     }
     markdown = to_markdown(machine, command, settings, rows, covariance, eigh_rows)
