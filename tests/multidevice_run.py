@@ -1,7 +1,8 @@
 """Runs in a subprocess with 8 simulated CPU devices (XLA_FLAGS is set before jax loads).
 
 Prints one JSON object: step losses and test metrics of the same small MIE run
-on 1 and on 8 devices, and of runs resumed across device counts.
+on 1 and on 8 devices, of runs resumed across device counts, and of per-device
+SAM on 8 devices.
 """
 
 import json
@@ -31,6 +32,9 @@ def main():
     out = {"device_count": jax.device_count()}
     for devices in (1, 8):
         out[f"whole_{devices}"] = summary(train(make_config(BASE, method=method, num_devices=devices), dataset))
+    # Per-device SAM: each of the 8 devices perturbs along its own part of the batch.
+    out["per_device_sam_8"] = summary(train(make_config(BASE, method=method, num_devices=8, sam_per_device=True),
+                                            dataset))
     for first, then in ((8, 1), (1, 8)):
         with tempfile.TemporaryDirectory() as workdir:
             train(make_config(BASE, method=method, num_devices=first), dataset, workdir=workdir, stop_after_phase=1)

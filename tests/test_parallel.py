@@ -43,6 +43,15 @@ def test_checkpoints_move_between_one_and_eight_devices(runs):
     assert_same_run(runs["resumed_1_to_8"], runs["whole_8"])
 
 
+def test_per_device_sam_trains_on_eight_devices_along_its_own_path(runs):
+    per_device, global_sam = runs["per_device_sam_8"], runs["whole_8"]
+    # The first step's loss is taken before any update; later steps follow other gradients.
+    assert per_device["step_losses"][0][0] == pytest.approx(global_sam["step_losses"][0][0], rel=1e-5)
+    assert np.all(np.isfinite(np.concatenate(per_device["step_losses"])))
+    assert not np.allclose(per_device["step_losses"][0], global_sam["step_losses"][0], rtol=1e-4)
+    assert per_device["test"]["average"]["accuracy"] > 0.5
+
+
 def test_batch_must_split_evenly_over_devices():
     mesh = parallel.data_mesh(1)
     parallel.check_batch_size(7, mesh)  # One device takes any batch.

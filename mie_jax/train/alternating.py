@@ -53,9 +53,12 @@ class AlternatingMethod:
                 steps.split_model(model)
             )
         online = config.covariance == "online" and config.uses_gradient_modification
+        # Per-device SAM: one group per device of the mesh (one group without a mesh: global SAM).
+        sam_groups = (mesh.size if mesh is not None else 1) if config.sam_per_device and config.uses_sam else 0
         self.phase_fns = {
             m: steps.make_phase_fn(
-                g, self.tx, online_covariance=online, statistic=config.covariance_statistic, mesh=mesh
+                g, self.tx, online_covariance=online, statistic=config.covariance_statistic, mesh=mesh,
+                sam_groups=sam_groups,
             )
             for m, g in self.graphdefs.items()
         }

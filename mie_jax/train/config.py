@@ -53,6 +53,9 @@ class TrainConfig:
       tau: the damping strength of T (Eq. 7).
       rho: SAM's radius (Eq. 3).
       sam_normalize: ``global`` (paper) or ``per_tensor`` (released code).
+      sam_per_device: perturb each device's part of the batch along its own
+        gradient (m-sharpness, as in the SAM authors' JAX code) instead of
+        along the global gradient (the default).
       sam_mix: ``None`` (paper) or the weight of the perturbed gradient (0.3 in
         the released code).
       optimizer: ``sgd`` (momentum, weight decay) or ``adam``.
@@ -113,6 +116,7 @@ class TrainConfig:
     rho: float = 0.05
     sam_normalize: str = "global"
     sam_mix: Any = None
+    sam_per_device: bool = False
     optimizer: str = "sgd"
     learning_rate: float = 1e-2
     momentum: float = 0.9

@@ -1,5 +1,6 @@
 """Jitted pieces shared by the methods: optimizer, training phase, covariance pass, prediction."""
 
+import functools
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -28,7 +29,9 @@ def make_optimizer(
     learning-rate schedule's epochs (``config.lr_schedule``) into steps; the
     plateau schedule reads the loss from ``update(..., value=loss)``, which
     :func:`optimizer_step` passes. With ``skip_nonfinite_steps`` the whole
-    chain is skipped for a step whose gradient is not finite.
+    chain is skipped for a step whose gradient is not finite. With
+    ``sam_per_device`` SAM expects its group axis (:func:`make_phase_fn`'s
+    ``sam_groups``).
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
@@ -38,7 +41,8 @@ def make_optimizer(
             config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_decay, staircase=True)
     parts = []
     if sam:
-        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix))
+        axis_name = SAM_GROUP_AXIS if config.sam_per_device else None
+        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix, axis_name=axis_name))
     parts.append(projection if projection is not None else mie_jax.flat_projection())
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
@@ -94,7 +98,7 @@ def head_kernel_tree(params: Any, leaves: Mapping[str, Any]) -> Any:
 
 
 def optimizer_step(
-    loss_fn, tx, params, opt_state, *, modify_grads=None, extra_args_from_aux=None, **extra_args
+    loss_fn, tx, params, opt_state, *, modify_grads=None, extra_args_from_aux=None, axis_name=None, **extra_args
 ):
     """One update of ``params`` by ``tx`` from ``loss_fn(params) -> (loss, aux)``.
 
@@ -104,10 +108,16 @@ def optimizer_step(
     ``extra_args_from_aux(aux)`` (e.g. MLA's ``features=`` from this forward
     pass); ``modify_grads(grads, aux)`` may rewrite the gradient first (OGM-GE).
 
+    Inside ``jax.vmap(..., axis_name=axis_name)`` over parts of a batch,
+    ``loss`` is the mean over the parts (``tx`` must average the gradients over
+    the axis, as ``mie_jax.sam(axis_name=...)`` does).
+
     Returns:
       ``(params, opt_state, loss, aux)`` with ``loss`` and ``aux`` at the old params.
     """
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if axis_name is not None:
+        loss = jax.lax.pmean(loss, axis_name)
     if modify_grads is not None:
         grads = modify_grads(grads, aux)
     if extra_args_from_aux is not None:
@@ -121,8 +131,11 @@ def optimizer_step(
     return optax.apply_updates(params, updates), opt_state, loss, aux
 
 
+SAM_GROUP_AXIS = "sam_group"
+
+
 def make_phase_fn(
-    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None
+    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None, sam_groups: int = 0
 ) -> Callable:
     """One modality's phase as a single jitted ``lax.scan`` over its steps.
 
@@ -133,6 +146,13 @@ def make_phase_fn(
     ``online_covariance`` each step also adds its head-layer inputs to
     ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, each
     batch is split over its devices (:mod:`mie_jax.train.parallel`).
+
+    ``sam_groups > 0`` splits every batch into that many equal parts, each
+    perturbed along its own gradient (m-sharpness; with one part per device,
+    the SAM authors' per-device perturbation): the step runs under
+    ``jax.vmap`` over the parts with axis ``SAM_GROUP_AXIS``, ``tx`` must be
+    built with ``sam_per_device`` so that SAM averages the parts' gradients,
+    and BatchNorm statistics are averaged over the parts.
     """
 
     @jax.jit
@@ -148,13 +168,27 @@ def make_phase_fn(
                 lam_t = jnp.ones_like(lam_t)
             x, y, partner_y = parallel.shard_batch((x, y, y[partner]), mesh)
 
-            def loss_fn(p):
-                (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
-                return mixup_cross_entropy(logits, y, partner_y, lam_t), (layer_inputs, new_state)
+            def update(x, y, partner_y, axis_name=None):
+                def loss_fn(p):
+                    (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
+                    return mixup_cross_entropy(logits, y, partner_y, lam_t), (layer_inputs, new_state)
 
-            params, opt_state, loss, (layer_inputs, model_state) = optimizer_step(
-                loss_fn, tx, params, opt_state, transforms=transforms
-            )
+                new_params, new_opt_state, loss, (layer_inputs, new_model_state) = optimizer_step(
+                    loss_fn, tx, params, opt_state, axis_name=axis_name, transforms=transforms
+                )
+                if axis_name is not None:
+                    new_model_state = jax.lax.pmean(new_model_state, axis_name)
+                return new_params, new_opt_state, loss, new_model_state, layer_inputs
+
+            if sam_groups:
+                parts = jax.tree.map(lambda a: a.reshape(sam_groups, -1, *a.shape[1:]), (x, y, partner_y))
+                params, opt_state, loss, model_state, layer_inputs = jax.vmap(
+                    functools.partial(update, axis_name=SAM_GROUP_AXIS), axis_name=SAM_GROUP_AXIS,
+                    out_axes=(None, None, None, None, 0),
+                )(*parts)
+                layer_inputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), layer_inputs)
+            else:
+                params, opt_state, loss, model_state, layer_inputs = update(x, y, partner_y)
             if online_covariance:
                 covariance = {
                     layer: mie_jax.update_covariance(

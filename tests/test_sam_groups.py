@@ -1,0 +1,66 @@
+"""Per-device SAM in the trainer's phase: each part of the batch is perturbed along its own gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import mie_jax
+from experiments import configs
+from mie_jax.train import make_config
+from mie_jax.train import steps
+from mie_jax.train.alternating import build_unimodal_classifier
+
+BATCH, FEATURES, CLASSES, RHO, LR = 8, 6, 3, 0.5, 0.1
+
+
+def setup(sam_per_device):
+    config = make_config(configs.get_config("mfeat"), method="mie", momentum=0.0, weight_decay=0.0, rho=RHO,
+                         learning_rate=LR, dim=8, encoder_hidden=8, sam_per_device=sam_per_device)
+    model = build_unimodal_classifier(config, "mlp", (FEATURES,), CLASSES, nnx.Rngs(0))
+    graphdef, params, model_state = steps.split_model(model)
+    tx = steps.make_optimizer(config, sam=True, steps_per_epoch=1)
+    return graphdef, params, model_state, tx
+
+
+def one_step(sam_groups):
+    graphdef, params, model_state, tx = setup(sam_per_device=sam_groups > 0)
+    phase = steps.make_phase_fn(graphdef, tx, sam_groups=sam_groups)
+    x = jax.random.normal(jax.random.key(1), (BATCH, FEATURES))
+    y = jnp.arange(BATCH) % CLASSES
+    indices = jnp.arange(BATCH, dtype=jnp.int32)[None]
+    out = phase(params, model_state, tx.init(params), steps.zero_covariances(params), x, y, indices,
+                jnp.ones(1), indices, None)
+    return out[0], (graphdef, params, model_state, x, y)
+
+
+def reference_step(graphdef, params, model_state, x, y, groups):
+    """SGD on the mean over parts of the gradient at params + rho * g_k / ||g_k||, part by part."""
+    def loss(p, xs, ys):
+        (logits, _), _ = steps.apply_model(graphdef, p, model_state, xs, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
+
+    adversarial = []
+    for xs, ys in zip(jnp.split(x, groups), jnp.split(y, groups)):
+        eps = mie_jax.sam_perturbation(jax.grad(loss)(params, xs, ys), RHO)
+        adversarial.append(jax.grad(loss)(jax.tree.map(jnp.add, params, eps), xs, ys))
+    mean = jax.tree.map(lambda *g: sum(g) / groups, *adversarial)
+    return jax.tree.map(lambda p, g: p - LR * g, params, mean)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_each_part_is_perturbed_along_its_own_gradient(groups):
+    trained, inputs = one_step(groups)
+    expected = reference_step(*inputs, groups)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), trained, expected)
+
+
+def test_one_group_is_global_sam_and_more_groups_differ():
+    global_sam, inputs = one_step(0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), one_step(1)[0], global_sam)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 global_sam, reference_step(*inputs, 1))
+    differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), one_step(2)[0], global_sam))
+    assert max(differences) > 1e-4
