@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from experiments import run
-from mie_jax.data.registry import LoadOptions, load_dataset
+from experiments import configs, run
+from mie_jax.data.registry import LoadOptions, MultimodalDataset, Split, load_dataset
+from mie_jax.train import make_config, train
 from tests import builder_checks
 from tests.test_bert import tiny_weights, write_checkpoint
 from tests.test_builder_cremad import write_cremad
@@ -88,3 +89,26 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, capsys, damag
     assert error.startswith("error: ") and str(culprit) in error and "\n" not in error
     assert not workdir.exists()
     builder_checks.assert_nothing_prepared(raw / "prepared")
+
+
+
+def small_arrays(rows, rng):
+    return Split({"fac": rng.normal(size=(rows, 4)), "mor": rng.normal(size=(rows, 3))}, np.arange(rows) % 10)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("fewer_rows", r"mfeat train: modality 'mor' has 9 rows but there are 10 labels"),
+    ("label_out_of_range", r"mfeat validation: labels must lie in \[0, 10\), found 1 to 10"),
+    ("missing_modality", r"mfeat test: no inputs for modality 'mor'"),
+])
+def test_the_trainer_refuses_arrays_whose_modalities_and_labels_disagree(damage, message):
+    rng = np.random.default_rng(0)
+    splits = {split: small_arrays(10, rng) for split in ("train", "validation", "test")}
+    if damage == "fewer_rows":
+        splits["train"].inputs["mor"] = splits["train"].inputs["mor"][:9]
+    if damage == "label_out_of_range":
+        splits["validation"] = splits["validation"]._replace(labels=np.arange(10) + 1)
+    if damage == "missing_modality":
+        del splits["test"].inputs["mor"]
+    with pytest.raises(ValueError, match=message):
+        train(make_config(configs.get_config("mfeat")), MultimodalDataset("mfeat", ("fac", "mor"), 10, splits))

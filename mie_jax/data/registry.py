@@ -26,6 +26,30 @@ class MultimodalDataset(NamedTuple):
     splits: Mapping[str, Split]
 
 
+def check_dataset(dataset: MultimodalDataset) -> None:
+    """Refuses a dataset the trainer would misread.
+
+    Raises:
+      ValueError: naming the dataset, split and modality: a missing split or
+        modality, a modality whose row count differs from the labels', or a
+        label outside ``[0, num_classes)``.
+    """
+    for split in SPLITS:
+        if split not in dataset.splits:
+            raise ValueError(f"{dataset.name}: no {split!r} split; expected {list(SPLITS)}.")
+        inputs, labels = dataset.splits[split]
+        for modality in dataset.modalities:
+            if modality not in inputs:
+                raise ValueError(f"{dataset.name} {split}: no inputs for modality {modality!r}.")
+            if len(inputs[modality]) != len(labels):
+                raise ValueError(f"{dataset.name} {split}: modality {modality!r} has {len(inputs[modality])} rows "
+                                 f"but there are {len(labels)} labels; every modality needs one row per example.")
+        labels = np.asarray(labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
+            raise ValueError(f"{dataset.name} {split}: labels must lie in [0, {dataset.num_classes}), "
+                             f"found {labels.min()} to {labels.max()}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
     """How a dataset is read, beyond its name and modalities.
@@ -159,4 +183,6 @@ def load_dataset(name: str, modalities: Sequence[str], options: LoadOptions = Lo
         num_classes, splits = _LOADERS[name](tuple(modalities), options)
     else:
         num_classes, splits = _load_paper(name, tuple(modalities), options)
-    return MultimodalDataset(name, tuple(modalities), num_classes, splits)
+    dataset = MultimodalDataset(name, tuple(modalities), num_classes, splits)
+    check_dataset(dataset)
+    return dataset

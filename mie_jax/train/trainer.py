@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mie_jax import fusion, metrics
-from mie_jax.data.registry import MultimodalDataset, Split
+from mie_jax.data.registry import MultimodalDataset, Split, check_dataset
 from mie_jax.train import checkpoint, parallel
 from mie_jax.train.alternating import AlternatingMethod
 from mie_jax.train.joint import JointMethod
@@ -102,9 +102,12 @@ def train(
       NonFiniteLossError: a phase's loss is not finite (the message names
         the phase and modality; earlier checkpoints stay).
       checkpoint.CheckpointMismatchError: ``resume`` with an incompatible checkpoint.
+      ValueError: a dataset whose modalities and labels disagree
+        (:func:`mie_jax.data.registry.check_dataset`).
     """
     if fusion_name not in FUSIONS:
         raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion_name!r}.")
+    check_dataset(dataset)
     mesh = parallel.data_mesh(config.num_devices)
     parallel.check_batch_size(config.batch_size, mesh)
     method = build_method(config, dataset, mesh)
