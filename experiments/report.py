@@ -2,6 +2,7 @@
 
   python -m experiments.report                 # full grid, 5 seeds (resumable)
   python -m experiments.report --quick         # 2 seeds, shorter training: a CI-sized check
+  python -m experiments.report --emoji-dir data/emoji   # adds the emoji (image + text) setting
 
 Each run's results are stored as JSON under ``--out/runs``; a run whose file
 exists is not repeated, so an interrupted report resumes where it stopped.
@@ -23,12 +24,15 @@ from experiments import configs
 from mie_jax.data.registry import LoadOptions, load_dataset
 from mie_jax.train import make_config, train
 
-# (label, dataset, config overrides): strong+weak pairs and three views.
+# (label, dataset, config overrides): strong+weak pairs, three views, and image + text.
 SETTINGS = (
     ("mfeat fac+mor", "mfeat", {"modalities": ("fac", "mor")}),
     ("mfeat pix+fou", "mfeat", {"modalities": ("pix", "fou")}),
     ("mfeat fac+mor+zer", "mfeat", {"modalities": ("fac", "mor", "zer")}),
+    ("emoji image+text", "emoji", {}),
 )
+# Datasets that are not shipped: their settings run only when their directory is given.
+DATA_DIR_FLAGS = {"emoji": "--emoji-dir"}
 # (label, method, config overrides, fusion of the headline).
 METHODS = (
     ("unimodal", "unimodal", {}, "average"),
@@ -51,9 +55,9 @@ def run_name(setting, method, seed):
 
 def run_one(job):
     """Trains one (setting, method, seed) and writes its result JSON; returns the path."""
-    path, dataset_name, values, method, fusion_name, seed = job
+    path, dataset_name, data_dir, values, method, fusion_name, seed = job
     config = make_config({**configs.get_config(dataset_name), **values}, method=method, seed=seed)
-    dataset = load_dataset(dataset_name, config.modalities, LoadOptions(seed=seed))
+    dataset = load_dataset(dataset_name, config.modalities, config.load_options(data_dir))
     results = train(config, dataset, fusion_name=fusion_name)
     summary = {k: v for k, v in results.items() if k != "history"}
     summary["phase_accuracy"] = [
@@ -66,14 +70,19 @@ def run_one(job):
     return path
 
 
-def plan(out, seeds, quick):
+def settings_to_run(data_dirs):
+    """The settings whose data is at hand: shipped, or with a directory in ``data_dirs``."""
+    return [s for s in SETTINGS if s[1] not in DATA_DIR_FLAGS or data_dirs.get(s[1])]
+
+
+def plan(out, seeds, quick, data_dirs):
     jobs = []
-    for setting, dataset_name, setting_values in SETTINGS:
+    for setting, dataset_name, setting_values in settings_to_run(data_dirs):
         for label, method, method_values, fusion_name in METHODS:
             for seed in range(seeds):
                 path = os.path.join(out, "runs", run_name(setting, label, seed) + ".json")
                 values = {**setting_values, **method_values, **(QUICK if quick else {})}
-                jobs.append((path, dataset_name, values, method, fusion_name, seed))
+                jobs.append((path, dataset_name, data_dirs.get(dataset_name), values, method, fusion_name, seed))
     return jobs
 
 
@@ -81,7 +90,7 @@ def mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def summarise(out, seeds, quick) -> str:
+def summarise(out, seeds, quick, data_dirs) -> str:
     lines = ["# Results on real offline data", "",
              f"Made by `python -m experiments.report{' --quick' if quick else ''}`: test metrics of the model "
              f"selected on the validation split, mean ± standard deviation over {seeds} seeds "
@@ -89,7 +98,11 @@ def summarise(out, seeds, quick) -> str:
              "softmax outputs (MLA and the weighted row: entropy-weighted fusion; joint methods: their own "
              "output). On mfeat every method reaches about 0.97-0.98, so the differences are small; each "
              "section ends with how they compare with the spread over seeds.", ""]
-    for setting, _, _ in SETTINGS:
+    skipped = [f"{setting} (needs {DATA_DIR_FLAGS[name]})" for setting, name, _ in SETTINGS
+               if (setting, name, _) not in settings_to_run(data_dirs)]
+    if skipped:
+        lines += ["Not run here: " + ", ".join(skipped) + ".", ""]
+    for setting, _, _ in settings_to_run(data_dirs):
         rows, headline_acc, headline_std = [], {}, {}
         for label, method, _, fusion_name in METHODS:
             results = [json.load(open(os.path.join(out, "runs", run_name(setting, label, s) + ".json")))
@@ -134,10 +147,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 seeds and shorter training")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--results", default="RESULTS.md", help="where to write the markdown report")
+    parser.add_argument("--emoji-dir", default=None,
+                        help="the directory of emoji.npz (python -m mie_jax.data.emoji DIR); without it, no emoji runs")
     args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
+    data_dirs = {"emoji": args.emoji_dir}
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
-    todo = [job for job in plan(args.out, seeds, args.quick) if not os.path.exists(job[0])]
+    todo = [job for job in plan(args.out, seeds, args.quick, data_dirs) if not os.path.exists(job[0])]
     print(f"{len(todo)} runs to do", file=sys.stderr)
     if args.jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
@@ -147,7 +163,7 @@ def main(argv=None) -> int:
         for done, job in enumerate(todo, 1):
             run_one(job)
             print(f"[{done}/{len(todo)}] {os.path.basename(job[0])}", file=sys.stderr, flush=True)
-    report = summarise(args.out, seeds, args.quick)
+    report = summarise(args.out, seeds, args.quick, data_dirs)
     with open(args.results, "w") as f:
         f.write(report + "\n")
     print(report)

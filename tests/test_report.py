@@ -20,7 +20,7 @@ def test_ordering_sentence_states_each_claim_and_its_firmness():
 def test_summary_averages_seeds_from_stored_runs(tmp_path):
     (tmp_path / "runs").mkdir()
     for setting, _, values in report.SETTINGS:
-        modalities = values["modalities"]
+        modalities = values.get("modalities", ("image", "text"))
         for label, method, _, fusion_name in report.METHODS:
             headline = "joint" if method in ("joint", "ogm_ge") else fusion_name
             names = [headline] if headline == "joint" else [headline, *modalities]
@@ -29,6 +29,14 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
                 run = {"headline": headline, "test": {n: metrics for n in names}}
                 path = tmp_path / "runs" / (report.run_name(setting, label, seed) + ".json")
                 path.write_text(json.dumps(run))
-    text = report.summarise(str(tmp_path), seeds=2, quick=True)
+    text = report.summarise(str(tmp_path), seeds=2, quick=True, data_dirs={"emoji": "somewhere"})
     assert "| MIE | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 |" in text
-    assert text.count("## mfeat") == len(report.SETTINGS)
+    assert text.count("\n## ") == len(report.SETTINGS) and "## emoji image+text" in text
+    assert "Not run here" not in text
+
+
+def test_settings_without_their_data_are_named_not_run():
+    assert [s[1] for s in report.settings_to_run({})] == ["mfeat"] * 3
+    jobs = report.plan("out", 1, False, {"emoji": "data/emoji"})
+    assert {job[2] for job in jobs if job[1] == "emoji"} == {"data/emoji"}
+    assert len(jobs) == len(report.SETTINGS) * len(report.METHODS)
