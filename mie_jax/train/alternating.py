@@ -19,7 +19,7 @@ from flax import nnx
 import mie_jax
 from mie_jax.models import Head, UnimodalClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import batches, steps
+from mie_jax.train import batches, parallel, steps
 from mie_jax.train.config import TrainConfig
 
 
@@ -95,6 +95,8 @@ class AlternatingMethod:
         params = state["params"][modality]
         if phase == 0:  # Nothing trained before: T = I (Algorithm 1's start).
             matrices = {l: jnp.eye(c.shape[0]) for l, c in state["covariance"][modality].items()}
+            if self.mesh is not None:  # Placed like later T, so the phase compiles once, not twice.
+                matrices = parallel.replicate(matrices, self.mesh)
         else:
             previous = self.modalities[(phase - 1) % len(self.modalities)]
             matrices = self.flat_transforms(state["covariance"][previous])
