@@ -32,8 +32,6 @@ The trainer's own step is not timed here: :mod:`benchmarks.step_time` times it.
 import argparse
 import contextlib
 import itertools
-import json
-import re
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from benchmarks.step_time import DEFAULT_OUT, _load_average, machine_info
+from benchmarks import results_files as results
 from mie_jax.data import pipeline
 from mie_jax.data.builders import cremad, sarcasm
 from mie_jax.data.builders.base import PaperBuilder, prepare
@@ -188,14 +186,14 @@ def to_markdown(machine: dict, command: str, rows: List[dict], build_s: dict) ->
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline_throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = results.load_average()
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -219,21 +217,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                     rows.append({**row, **measure(source, fields, transforms, train, num_workers)})
     progress("done")
 
-    machine = machine_info()
-    machine["load_average_1min"] = {"before": load_before, "after": _load_average()}
+    machine = results.machine_info()
+    machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.pipeline_throughput", *(sys.argv[1:] if argv is None else argv)])
     markdown = to_markdown(machine, command.strip(), rows, build_s)
     print(markdown)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "pipeline_" + (re.sub(r"[^A-Za-z0-9_.-]", "_", machine["hostname"]) or "cpu")
     settings = {"examples": EXAMPLES, "batch_size": BATCH_SIZE, "timed_batches": TIMED_BATCHES,
                 "text_length": TEXT_LENGTH, "read_options": repr(pipeline.READ_OPTIONS)}
     report = {"machine": machine, "command": command.strip(), "settings": settings, "build_s": build_s,
               "pipelines": rows, "seconds": time.perf_counter() - started, "markdown": markdown}
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown)
-    print(f"wrote {args.out / stem}.json and .md", file=sys.stderr)
+    results.write(args.out, "pipeline", report)
     return 0
 
 

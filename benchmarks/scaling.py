@@ -45,8 +45,6 @@ os.environ["XLA_FLAGS"] = " ".join(
     filter(None, (os.environ.get("XLA_FLAGS"), f"--xla_force_host_platform_device_count={max(DEVICE_COUNTS)}")))
 
 import argparse  # noqa: E402  (imports after XLA_FLAGS)
-import json  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -57,7 +55,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 
-from benchmarks.step_time import DEFAULT_OUT, _load_average, machine_info  # noqa: E402
+from benchmarks import results_files as results  # noqa: E402
 from experiments import configs  # noqa: E402
 from mie_jax.data.registry import load_dataset  # noqa: E402
 from mie_jax.train import checkpoint, make_config, train  # noqa: E402
@@ -197,7 +195,7 @@ def parse_args(argv: Optional[Sequence[str]]):
     quick_counts, quick_epochs = MODES["quick"]
     parser.add_argument("--quick", action="store_true", help=f"only {' and '.join(map(str, quick_counts))} "
                         f"devices, {quick_epochs} epoch per phase (a smoke run)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
     return parser.parse_args(argv)
 
 
@@ -208,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # jax was initialised before this module set XLA_FLAGS (e.g. imported from another program).
         raise SystemExit(f"{jax.device_count()} devices; run `python -m benchmarks.scaling` in its own process.")
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = results.load_average()
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -234,23 +232,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clock.close()
     progress("done")
 
-    machine = machine_info()
-    machine["load_average_1min"] = {"before": load_before, "after": _load_average()}
+    machine = results.machine_info()
+    machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.scaling", *(sys.argv[1:] if argv is None else argv)]).strip()
     markdown = to_markdown(machine, command, rows, base, phase_epochs)
     print(markdown)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "scaling_" + (re.sub(r"[^A-Za-z0-9_.-]", "_", machine["hostname"]) or "cpu")
     settings = {"device_counts": list(device_counts), "method": "mie", "dataset": "mfeat",
                 "config": {**base, "modalities": list(base["modalities"])}, "outer_iterations": OUTER_ITERATIONS,
                 "phase_epochs": phase_epochs, "params_tolerance": PARAMS_TOLERANCE,
                 "compile_events": list(COMPILE_EVENTS)}
     report = {"machine": machine, "command": command, "settings": settings, "rows": rows,
               "seconds": time.perf_counter() - started, "markdown": markdown}
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown)
-    print(f"wrote {args.out / stem}.json and .md", file=sys.stderr)
+    results.write(args.out, "scaling", report)
     return 0
 
 

@@ -22,12 +22,6 @@ epoch of the MIE phase, and ``eigh`` alone for a few sizes.
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
-import platform
-import re
-import socket
 import statistics
 import sys
 import time
@@ -41,6 +35,7 @@ import optax
 from flax import nnx
 
 import mie_jax
+from benchmarks import results_files as results
 from experiments import configs
 from mie_jax.data.registry import LoadOptions, load_dataset
 from mie_jax.models import bert
@@ -58,7 +53,6 @@ EIGH_SIZES = (64, 256, 1024, 2048)
 # Repeats: (steps, covariance, eigh); eigh(2048) alone takes about a second on a small CPU.
 REPEATS = {"full": (20, 10, 5), "quick": (5, 3, 2)}
 GOALS = {"sam": "about 2.0 (floor)", "gm": "<= 1.05", "mie": "<= 2.1"}
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 # The paper's encoders on one modality each: (what, encoder, one example's shape).
 ENCODER_MODELS = {
     "resnet18_audio": ("ResNet18, CREMA-D log-spectrogram 257x188x1", "resnet18", (257, 188, 1)),
@@ -66,8 +60,6 @@ ENCODER_MODELS = {
     "bert_small": ("BERT-small (all-MiniLM-L6-v2's shape, random weights), 64 tokens", "bert", (64,)),
 }
 BERT_SMALL = bert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-# Settings that change the timings, recorded when set (eigh runs on OpenBLAS threads on CPU).
-THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS")
 
 
 @dataclasses.dataclass
@@ -370,38 +362,6 @@ def measure_eigh(sizes, repeats: int) -> List[dict]:
     return rows
 
 
-def _load_average() -> Optional[float]:
-    """The 1-minute load average, or None where the OS has none."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def machine_info() -> dict:
-    """Where the numbers come from."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:  # platform.processor() is often empty on Linux.
-            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    device = jax.devices()[0]
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        "environment": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-    }
-
-
 def _format(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -426,7 +386,7 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, covariance: d
         f"`lax.scan`. Median over {settings['repeats']['steps']} interleaved repeats; a ratio is the median "
         f"of the per-repeat ratios to the baseline.",
         "",
-        *([f"Encoder models (names `<model>/<variant>`): "
+        *(["Encoder models (names `<model>/<variant>`): "
            + "; ".join(f"{name}: {ENCODER_MODELS[name][0]}" for name in encoder_models)
            + f"; batch {settings['encoder_batch']}, Dim {settings['encoder_dim']}, ResNet width "
            f"{settings['resnet_width']}; timed per call only.", ""] if encoder_models else []),
@@ -478,7 +438,7 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, covariance: d
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
     parser.add_argument("--models", default="mlp",
                         help=f"comma-separated: mlp (the mfeat tables) and any of {list(ENCODER_MODELS)}")
     parser.add_argument("--batch", type=int, default=64, help="batch of the encoder models (default 64)")
@@ -495,7 +455,7 @@ def parse_args(argv: Optional[List[str]]):
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_before = _load_average()
+    load_before = results.load_average()
     step_repeats, covariance_repeats, eigh_repeats = REPEATS["quick" if args.quick else "full"]
     base = configs.get_config("mfeat")
     config = make_config(base, method="mie")
@@ -535,9 +495,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     eigh_rows = measure_eigh(EIGH_SIZES, eigh_repeats)
     progress("done")
 
-    machine = machine_info()
+    machine = results.machine_info()
     # Other processes skew absolute times (ratios less so): the load average says whether there were any.
-    machine["load_average_1min"] = {"before": load_before, "after": _load_average()}
+    machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)]).strip()
     settings = {
         "batch_size": config.batch_size, "covariance_batch_size": config.covariance_batch_size,
@@ -549,14 +509,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     markdown = to_markdown(machine, command, settings, rows, covariance, eigh_rows)
     print(markdown)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "step_time_" + (re.sub(r"[^A-Za-z0-9_.-]", "_", machine["hostname"]) or "cpu")
     report = {"machine": machine, "command": command, "settings": settings, "steps": rows,
               "covariance": covariance, "eigh": eigh_rows, "seconds": time.perf_counter() - started,
               "markdown": markdown}
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown)
-    print(f"wrote {args.out / stem}.json and .md", file=sys.stderr)
+    results.write(args.out, "step_time", report)
     return 0
 
 

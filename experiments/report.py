@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from experiments import configs
-from mie_jax.data.registry import LoadOptions, load_dataset
+from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, train
 
 # (label, dataset, config overrides): strong+weak pairs, three views, and image + text.

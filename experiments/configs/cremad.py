@@ -8,25 +8,14 @@ model selection, the published test split is reported.
   python -m experiments.run --dataset cremad --data-dir /data/CREMA-D --variant reference
 """
 
+from experiments.configs import paper
+
 
 def get_config() -> dict:
     return {
-        "modalities": ("audio", "visual"),
-        "encoder": "audio=resnet18,visual=frames_resnet18",
-        "dim": 512,
+        **paper.AUDIO_VISUAL,
         # The paper gives no phase length; these are the released code's stages.
         "phase_schedule": (25, 50),
         "outer_iterations": 3,
-        "batch_size": 64,
-        "covariance_batch_size": 12,
-        "tau": 0.4,
-        # Section 4.2.3's radius for audio (a no-op in float32 for most weights: see docs/FIDELITY.md).
-        "rho": 1e-10,
-        "optimizer": "sgd",
-        "learning_rate": 1e-2,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "lr_schedule": "plateau",
-        "selection_metric": "accuracy",
-        "reference": {"lr_schedule": "step"},
+        "reference": paper.REFERENCE,
     }

@@ -6,22 +6,16 @@ the published validation split selects the model.
   python -m experiments.run --dataset sarcasm --data-dir /data/sarcasm --set bert_dir=/models/bert-base-uncased
 """
 
+from experiments.configs import paper
+
 
 def get_config() -> dict:
     return {
-        # The released code trains text first.
+        **paper.IMAGE_TEXT,
+        # The released code trains text first, in these stages.
         "modalities": ("text", "image"),
-        "encoder": "image=resnet50,text=bert",
-        "dim": 1024,
         "phase_schedule": (2, 30),
         "outer_iterations": 2,
-        "batch_size": 32,
-        "covariance_batch_size": 12,
-        "tau": 0.4,
-        "rho": 1e-15,
-        "optimizer": "adam",
-        "learning_rate": 1e-5,
-        "weight_decay": 0.0,
         "selection_metric": "macro_f1",
-        "reference": {"lr_schedule": "step"},
+        "reference": paper.REFERENCE,
     }

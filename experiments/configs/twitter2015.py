@@ -7,23 +7,17 @@ BERT-base checkpoint as in the paper; without it all-MiniLM-L6-v2 is used.
   python -m experiments.run --dataset twitter2015 --data-dir /data/twitter2015 --set bert_dir=/models/bert-base-uncased
 """
 
+from experiments.configs import paper
+
 
 def get_config() -> dict:
     return {
+        **paper.IMAGE_TEXT,
         "modalities": ("image", "text"),
-        "encoder": "image=resnet50,text=bert",
-        "dim": 1024,
         # The released code's stages (image first).
         "phase_schedule": (10, 30),
         "outer_iterations": 2,
-        "batch_size": 32,
-        "covariance_batch_size": 12,
-        "tau": 0.4,
-        "rho": 1e-15,
-        "optimizer": "adam",
-        "learning_rate": 1e-5,
-        "weight_decay": 0.0,
         # The released code selects Twitter2015 on accuracy, the other datasets on macro-F1.
         "selection_metric": "accuracy",
-        "reference": {"lr_schedule": "step", "mixup_alpha": 0.9},
+        "reference": {**paper.REFERENCE, "mixup_alpha": 0.9},
     }
