@@ -59,12 +59,23 @@ def sam_perturbation(grads: Any, rho, *, normalize: Normalize = "global") -> Any
     )
 
 
+def _masked(updates: Any, mask: Any) -> Any:
+    """``updates`` with zeros where ``mask`` is False."""
+    if jax.tree.structure(mask) != jax.tree.structure(updates):
+        raise ValueError(
+            f"sam: mask must have the structure of params, got {jax.tree.structure(mask)} "
+            f"for {jax.tree.structure(updates)}."
+        )
+    return jax.tree.map(lambda u, keep: u if keep else jnp.zeros_like(u), updates, mask)
+
+
 def sam(
     rho: float,
     *,
     normalize: Normalize = "global",
     mix: Optional[float] = None,
     axis_name: Optional[str] = None,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Replaces the incoming gradient by the gradient at ``params + eps``.
 
@@ -94,13 +105,20 @@ def sam(
         is perturbed along its own gradient (m-sharpness, as in the SAM
         authors' code) and the returned gradient is the mean over the axis.
         ``None`` (the default) expects the global gradient.
+      mask: which parameters to perturb: a pytree of bools with the structure
+        of ``params``, or a function of ``params`` returning one (as
+        ``optax.masked`` takes). Unmasked parameters keep ``eps = 0`` and are
+        left out of the global norm; the gradient is still taken with
+        respect to every parameter. ``None`` perturbs all of them. The
+        released code perturbs the classification head only.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state,
       params, *, grad_fn, **extra_args)`` needs ``params`` and ``grad_fn``.
 
     Raises:
-      ValueError: ``rho < 0``, ``mix`` outside [0, 1] or unknown ``normalize``.
+      ValueError: ``rho < 0``, ``mix`` outside [0, 1] or unknown ``normalize``;
+        at update, a ``mask`` whose structure is not that of ``params``.
 
     References:
       Jiang, Chi and Yang, `Multimodal Classification via Modal-Aware
@@ -130,7 +148,11 @@ def sam(
             raise ValueError(
                 "sam: update needs the extra argument grad_fn(params, i) -> grads."
             )
-        eps = sam_perturbation(updates, rho, normalize=normalize)
+        if mask is not None:
+            updates_to_perturb = _masked(updates, mask(params) if callable(mask) else mask)
+        else:
+            updates_to_perturb = updates
+        eps = sam_perturbation(updates_to_perturb, rho, normalize=normalize)
         perturbed_params = jax.tree.map(
             lambda p, e: (p + e).astype(p.dtype), params, eps
         )

@@ -67,6 +67,7 @@ def test_resume_finishes_a_killed_run_with_the_same_logs(tmp_path, capsys):
 def test_reference_variant_applies_the_released_code_defaults():
     config = make_config(configs.get_config("mfeat"), [], variant="reference")
     assert (config.sam_normalize, config.sam_mix, config.mixup_alpha) == ("per_tensor", 0.3, 1.0)
+    assert config.sam_params == "head"
     assert config.reload_best_per_phase and config.fresh_optimizer_per_phase
     overridden = make_config(configs.get_config("mfeat"), ["mixup_alpha=0"], variant="reference")
     assert overridden.mixup_alpha == 0.0

@@ -209,3 +209,27 @@ class SamPerDeviceTest(chex.TestCase):
         mean = jax.tree.map(lambda *leaves: jnp.mean(jnp.stack(leaves), axis=0), *expected)
         for device in range(4):  # Every device returns the same averaged gradient.
             chex.assert_trees_all_close(jax.tree.map(lambda x: x[device], out), mean, rtol=1e-5)
+
+
+class SamMaskTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(True, False)
+    def test_only_masked_parameters_are_perturbed_with_their_own_norm(self, as_function):
+        params, loss = quadratic_problem()
+        grads = jax.grad(loss)(params)
+        keep = {"w": True, "b": False}
+        tx = mie_jax.sam(rho=0.1, mask=(lambda p: keep) if as_function else keep)
+        # grad_fn returns its argument: the point SAM asks the gradient at.
+        point, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=lambda q, i: q))(
+            grads, tx.init(params), params)
+        g_w = np.asarray(grads["w"], np.float64)
+        expected_w = np.asarray(params["w"], np.float64) + 0.1 * g_w / np.linalg.norm(g_w)
+        np.testing.assert_allclose(point["w"], expected_w, rtol=1e-6)
+        np.testing.assert_array_equal(point["b"], params["b"])
+
+    def test_mask_of_another_structure_is_named(self):
+        params, loss = quadratic_problem()
+        tx = mie_jax.sam(rho=0.1, mask={"w": True})
+        with pytest.raises(ValueError, match="sam: mask must have the structure of params"):
+            tx.update(jax.grad(loss)(params), tx.init(params), params, grad_fn=lambda p, i: p)

@@ -1,4 +1,4 @@
-"""Per-device SAM in the trainer's phase: each part of the batch is perturbed along its own gradient."""
+"""The trainer's SAM options: per-device perturbation (each part of the batch along its own gradient), head only."""
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +16,10 @@ from mie_jax.train.alternating import build_unimodal_classifier
 BATCH, FEATURES, CLASSES, RHO, LR = 8, 6, 3, 0.5, 0.1
 
 
-def setup(sam_per_device):
+def setup(sam_per_device, sam_params="all"):
     config = make_config(configs.get_config("mfeat"), method="mie", momentum=0.0, weight_decay=0.0, rho=RHO,
-                         learning_rate=LR, dim=8, encoder_hidden=8, sam_per_device=sam_per_device)
+                         learning_rate=LR, dim=8, encoder_hidden=8, sam_per_device=sam_per_device,
+                         sam_params=sam_params)
     model = build_unimodal_classifier(config, "mlp", (FEATURES,), CLASSES, nnx.Rngs(0))
     graphdef, params, model_state = steps.split_model(model)
     tx = steps.make_optimizer(config, sam=True, steps_per_epoch=1)
@@ -64,3 +65,14 @@ def test_one_group_is_global_sam_and_more_groups_differ():
                  global_sam, reference_step(*inputs, 1))
     differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), one_step(2)[0], global_sam))
     assert max(differences) > 1e-4
+
+
+def test_head_only_sam_leaves_the_encoder_unperturbed():
+    _, params, _, tx = setup(sam_per_device=False, sam_params="head")
+    grads = jax.tree.map(jnp.ones_like, params)
+    # grad_fn returns its argument: the point SAM asks the gradient at.
+    updates, _ = tx.update(grads, tx.init(params), params, grad_fn=lambda p, i: p, value=jnp.zeros(()))
+    point = jax.tree.map(lambda step: -step / LR, updates)  # Plain SGD's update is -lr times it.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), point["encoder"], params["encoder"])
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), point["head"], params["head"]))
+    assert min(moved) > 0

@@ -53,6 +53,8 @@ class TrainConfig:
       tau: the damping strength of T (Eq. 7).
       rho: SAM's radius (Eq. 3).
       sam_normalize: ``global`` (paper) or ``per_tensor`` (released code).
+      sam_params: ``all`` (paper) or ``head`` (the released code: only the
+        classification head is perturbed, its input features are not).
       sam_per_device: perturb each device's part of the batch along its own
         gradient (m-sharpness, as in the SAM authors' JAX code) instead of
         along the global gradient (the default).
@@ -116,6 +118,7 @@ class TrainConfig:
     rho: float = 0.05
     sam_normalize: str = "global"
     sam_mix: Any = None
+    sam_params: str = "all"
     sam_per_device: bool = False
     optimizer: str = "sgd"
     learning_rate: float = 1e-2
@@ -150,6 +153,7 @@ class TrainConfig:
         _check_choice("covariance", self.covariance, ("pass", "online"))
         _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "step", "plateau"))
+        _check_choice("sam_params", self.sam_params, ("all", "head"))
         _check_choice("selection_metric", self.selection_metric, ("accuracy", "macro_f1"))
         _check_choice("select_on", self.select_on, ("validation", "test"))
         _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
@@ -191,6 +195,7 @@ class TrainConfig:
 REFERENCE_PRESET = {
     "sam_normalize": "per_tensor",
     "sam_mix": 0.3,
+    "sam_params": "head",
     "fresh_optimizer_per_phase": True,
     "reload_best_per_phase": True,
     "mixup_alpha": 1.0,

@@ -42,7 +42,9 @@ def make_optimizer(
     parts = []
     if sam:
         axis_name = SAM_GROUP_AXIS if config.sam_per_device else None
-        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix, axis_name=axis_name))
+        mask = head_params_mask if config.sam_params == "head" else None
+        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix,
+                                 axis_name=axis_name, mask=mask))
     parts.append(projection if projection is not None else mie_jax.flat_projection())
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
@@ -56,6 +58,11 @@ def make_optimizer(
     if config.skip_nonfinite_steps:
         return optax.apply_if_finite(optax.chain(*parts), config.skip_nonfinite_steps)
     return optax.chain(*parts)
+
+
+def head_params_mask(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """True at every parameter of a classifier's ``head``, False elsewhere (SAM's ``mask``)."""
+    return {name: jax.tree.map(lambda _: name == "head", tree) for name, tree in params.items()}
 
 
 def mixup_cross_entropy(logits, labels, partner_labels, lam):
