@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import configs, run
+from mie_jax.data import builders
 from mie_jax.data.registry import LoadOptions, MultimodalDataset, Split, load_dataset
 from mie_jax.train import make_config, train
 from tests import builder_checks
@@ -112,3 +113,7 @@ def test_the_trainer_refuses_arrays_whose_modalities_and_labels_disagree(damage,
         del splits["test"].inputs["mor"]
     with pytest.raises(ValueError, match=message):
         train(make_config(configs.get_config("mfeat")), MultimodalDataset("mfeat", ("fac", "mor"), 10, splits))
+
+
+def test_every_builder_prepares_under_its_dataset_name():
+    assert [builders.builder_class(name).name for name in builders.PAPER_DATASETS] == list(builders.PAPER_DATASETS)

@@ -20,6 +20,7 @@ SPECTROGRAM = Spectrogram(sample_rate=22050, seconds=3.0, n_fft=512, hop=353)
 class CremaD(AudioVisualBuilder):
     """CREMA-D's clips as the audio-visual peers use them: a log-spectrogram and frames, one of 6 emotions."""
 
+    name = "cremad"  # The dataset's name in builders, not TFDS's "crema_d" from the class name.
     LAYOUT = ("{train,test}.csv with one 'clip_name,LABEL' row per clip and no header; AudioWAV/<clip_name>.wav; "
               "Image-01-FPS/<clip_name>/*.jpg")
     HOMEPAGE = "https://github.com/CheyneyComputerScience/CREMA-D"
