@@ -11,7 +11,7 @@ from mie_jax.data.registry import LoadOptions, MultimodalDataset, Split, load_da
 from mie_jax.train import make_config, train
 from tests import builder_checks
 from tests.test_bert import tiny_weights, write_checkpoint
-from tests.test_builder_cremad import write_cremad
+from tests.test_builder_audiovisual import write_cremad
 from tests.test_builder_sarcasm import write_sarcasm
 
 # Two classes with ten training clips each: enough for a 10% validation hold-out per class.
