@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -33,6 +32,7 @@ import numpy as np
 import optax
 
 from experiments import configs, report
+from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import MultimodalDataset, load_dataset
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import TrainConfig, make_config, train
@@ -873,11 +873,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if jax.config.jax_compilation_cache_dir is None:
-        # Every training run compiles the same programs anew (fresh jitted closures); XLA's
-        # persistent cache turns all but the first compilation of each into a lookup.
-        jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "mie_jax_xla_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    enable_compilation_cache()
     if args.out is None:  # A quick check never overwrites the committed full report.
         args.out = os.path.join("reports", "analyses-quick") if args.quick else os.path.join("docs", "analyses")
     os.makedirs(args.out, exist_ok=True)

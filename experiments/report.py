@@ -20,7 +20,9 @@ import sys
 
 import numpy as np
 
+from benchmarks.results_files import machine_info
 from experiments import configs
+from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, train
 
@@ -56,10 +58,12 @@ def run_name(setting, method, seed):
 def run_one(job):
     """Trains one (setting, method, seed) and writes its result JSON; returns the path."""
     path, dataset_name, data_dir, values, method, fusion_name, seed = job
+    enable_compilation_cache()
     config = make_config({**configs.get_config(dataset_name), **values}, method=method, seed=seed)
     dataset = load_dataset(dataset_name, config.modalities, config.load_options(data_dir))
     results = train(config, dataset, fusion_name=fusion_name)
     summary = {k: v for k, v in results.items() if k != "history"}
+    summary["machine"] = machine_info()
     summary["phase_accuracy"] = [
         {name: m["accuracy"] for name, m in r["selection"].items()} for r in results["history"]
     ]
@@ -78,8 +82,10 @@ def settings_to_run(data_dirs):
 def plan(out, seeds, quick, data_dirs):
     jobs = []
     for setting, dataset_name, setting_values in settings_to_run(data_dirs):
-        for label, method, method_values, fusion_name in METHODS:
-            for seed in range(seeds):
+        # Seed-major: parallel workers start on different methods, and each later seed of a
+        # method finds its programs in the compilation cache.
+        for seed in range(seeds):
+            for label, method, method_values, fusion_name in METHODS:
                 path = os.path.join(out, "runs", run_name(setting, label, seed) + ".json")
                 values = {**setting_values, **method_values, **(QUICK if quick else {})}
                 jobs.append((path, dataset_name, data_dirs.get(dataset_name), values, method, fusion_name, seed))
@@ -103,10 +109,11 @@ def summarise(out, seeds, quick, data_dirs) -> str:
     if skipped:
         lines += ["Not run here: " + ", ".join(skipped) + ".", ""]
     for setting, _, _ in settings_to_run(data_dirs):
-        rows, headline_acc, headline_std = [], {}, {}
+        rows, headline_acc, headline_std, machines = [], {}, {}, set()
         for label, method, _, fusion_name in METHODS:
             results = [json.load(open(os.path.join(out, "runs", run_name(setting, label, s) + ".json")))
                        for s in range(seeds)]
+            machines.update(machine_name(r["machine"]) for r in results)
             headline = results[0]["headline"]
             acc = [r["test"][headline]["accuracy"] for r in results]
             headline_acc[label], headline_std[label] = np.mean(acc), np.std(acc)
@@ -116,9 +123,16 @@ def summarise(out, seeds, quick, data_dirs) -> str:
             rows.append(f"| {label} | " + " | ".join(
                 mean_std([r["test"][headline][k] for r in results]) for k in METRICS)
                 + f" | {per_modality or '—'} |")
-        lines += [f"## {setting}", "", "| method | accuracy | macro-F1 | MAP | per-modality accuracy |",
+        lines += [f"## {setting}", "", f"Ran on {' and '.join(sorted(machines))}.", "", "| method | accuracy | macro-F1 | MAP | per-modality accuracy |",
                   "|---|---|---|---|---|", *rows, "", ordering_sentence(headline_acc, headline_std), ""]
     return "\n".join(lines)
+
+
+def machine_name(machine) -> str:
+    """A run's machine in a few words: the accelerator, or the CPU when there is none."""
+    processor = (f"{machine['cpu']} ({machine['cpu_count']} cores)" if machine["backend"] == "cpu"
+                 else machine["device_kind"])
+    return f"{processor}, jax {machine['jax']}"
 
 
 def ordering_sentence(acc, std) -> str:

@@ -17,6 +17,10 @@ def test_ordering_sentence_states_each_claim_and_its_firmness():
     assert "(+0.0200) is larger than one standard deviation over seeds (0.0050)" in sentence
 
 
+CPU = {"backend": "cpu", "cpu": "Some CPU", "cpu_count": 2, "device_kind": "cpu", "jax": "0.10.2"}
+GPU = {"backend": "gpu", "cpu": "Some CPU", "cpu_count": 16, "device_kind": "NVIDIA H200", "jax": "0.11.2"}
+
+
 def test_summary_averages_seeds_from_stored_runs(tmp_path):
     (tmp_path / "runs").mkdir()
     for setting, _, values in report.SETTINGS:
@@ -26,13 +30,17 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
             names = [headline] if headline == "joint" else [headline, *modalities]
             for seed in range(2):
                 metrics = {k: 0.9 + 0.01 * seed for k in report.METRICS}
-                run = {"headline": headline, "test": {n: metrics for n in names}}
+                run = {"headline": headline, "test": {n: metrics for n in names},
+                       "machine": GPU if setting.startswith("emoji") else CPU}
                 path = tmp_path / "runs" / (report.run_name(setting, label, seed) + ".json")
                 path.write_text(json.dumps(run))
     text = report.summarise(str(tmp_path), seeds=2, quick=True, data_dirs={"emoji": "somewhere"})
     assert "| MIE | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 |" in text
     assert text.count("\n## ") == len(report.SETTINGS) and "## emoji image+text" in text
     assert "Not run here" not in text
+    emoji_section = text.split("## emoji image+text")[1]
+    assert "Ran on NVIDIA H200, jax 0.11.2." in emoji_section and "cores" not in emoji_section
+    assert text.count("Ran on Some CPU (2 cores), jax 0.10.2.") == len(report.SETTINGS) - 1
 
 
 def test_settings_without_their_data_are_named_not_run():
@@ -40,3 +48,10 @@ def test_settings_without_their_data_are_named_not_run():
     jobs = report.plan("out", 1, False, {"emoji": "data/emoji"})
     assert {job[2] for job in jobs if job[1] == "emoji"} == {"data/emoji"}
     assert len(jobs) == len(report.SETTINGS) * len(report.METHODS)
+
+
+def test_plan_is_seed_major_so_parallel_workers_start_on_different_methods():
+    jobs = report.plan("out", 2, False, {})
+    first_wave = [job[4:6] for job in jobs[:len(report.METHODS)]]
+    assert {job[6] for job in jobs[:len(report.METHODS)]} == {0}
+    assert first_wave == [(method, fusion) for _, method, _, fusion in report.METHODS]
