@@ -15,6 +15,11 @@ def test_ordering_sentence_states_each_claim_and_its_firmness():
     assert "removing SAM lowers accuracy" in sentence
     assert "removing gradient modification does not lower it" in sentence
     assert "(+0.0200) is larger than one standard deviation over seeds (0.0050)" in sentence
+    assert report.lead_verdict(acc, std) == "MIE is ahead by more than one standard deviation"
+    assert report.lead_verdict(acc, dict.fromkeys(acc, 0.05)) == "MIE is ahead, within one standard deviation"
+    assert report.lead_verdict({**acc, "MIE": 0.92}, std) == "MIE is behind its best peer"
+    row = report.overview_row("s", acc, std)
+    assert row == "| s | 0.9500 | joint (concat) (0.9300) | +0.0200 (0.0050) | +0.0100 (0.0050) | -0.0100 (0.0050) |"
 
 
 CPU = {"backend": "cpu", "cpu": "Some CPU", "cpu_count": 2, "device_kind": "cpu", "jax": "0.10.2"}
@@ -30,17 +35,28 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
             names = [headline] if headline == "joint" else [headline, *modalities]
             for seed in range(2):
                 metrics = {k: 0.9 + 0.01 * seed for k in report.METRICS}
-                run = {"headline": headline, "test": {n: metrics for n in names},
+                curves = [{n: 0.5 + 0.1 * phase for n in names} for phase in range(3)]
+                run = {"headline": headline, "test": {n: metrics for n in names}, "phase_accuracy": curves,
                        "machine": GPU if setting.startswith("emoji") else CPU}
                 path = tmp_path / "runs" / (report.run_name(setting, label, seed) + ".json")
                 path.write_text(json.dumps(run))
-    text = report.summarise(str(tmp_path), seeds=2, quick=True, data_dirs={"emoji": "somewhere"})
+    text = report.summarise(str(tmp_path), seeds=2, quick=True, data_dirs={"emoji": "somewhere"},
+                            figures={"mfeat pix+fou": "figures/pix_fou.png"})
+    assert text.count("`python -m experiments.report --quick --emoji-dir DIR`") == 1
+    assert text.count("](figures/") == 1 and "![mfeat pix+fou: validation accuracy per phase](figures/pix_fou.png)" in text
     assert "| MIE | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 |" in text
-    assert text.count("\n## ") == len(report.SETTINGS) and "## emoji image+text" in text
+    assert text.count("\n## ") == 1 + len(report.SETTINGS) and "## emoji image+text" in text
     assert "Not run here" not in text
+    assert "| mfeat fac+mor | 0.9050 | unimodal (0.9050) | +0.0000 (0.0050) | +0.0000 (0.0050) |" in text
     emoji_section = text.split("## emoji image+text")[1]
     assert "Ran on NVIDIA H200, jax 0.11.2." in emoji_section and "cores" not in emoji_section
     assert text.count("Ran on Some CPU (2 cores), jax 0.10.2.") == len(report.SETTINGS) - 1
+
+    figure = report.figure_path(str(tmp_path), "mfeat fac+mor+zer")
+    report.plot_phase_accuracy(str(tmp_path), "mfeat fac+mor+zer", 2, figure)
+    assert figure.endswith("figures/phase_accuracy_mfeat_fac_mor_zer.png")
+    with open(figure, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_settings_without_their_data_are_named_not_run():
