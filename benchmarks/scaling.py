@@ -1,6 +1,6 @@
 """Data-parallel MIE on 1, 2, 4 and 8 simulated CPU devices: equal results, time per training sample.
 
-  python -m benchmarks.scaling            # about 3 minutes on a shared 2-core CPU
+  python -m benchmarks.scaling            # about 75 s on an idle 2-core CPU
   python -m benchmarks.scaling --quick    # 1 and 2 devices, 1 epoch per phase: about a minute
   python -m benchmarks.scaling --out DIR  # default: benchmarks/results
 
