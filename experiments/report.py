@@ -1,8 +1,8 @@
 """The reproduction report: every method on the offline datasets, over seeds, in RESULTS.md.
 
   python -m experiments.report                 # full grid, 5 seeds (resumable)
-  python -m experiments.report --quick         # 2 seeds, shorter training: a CI-sized check
-  python -m experiments.report --emoji-dir data/emoji   # adds the emoji (image + text) setting
+  python -m experiments.report --quick         # 2 seeds, shorter training, in reports/quick: a CI-sized check
+  python -m experiments.report --emoji-dir data/emoji --jobs 4   # adds the emoji (image + text) setting
 
 Each run's results are stored as JSON under ``--out/runs``; a run whose file
 exists is not repeated, so an interrupted report resumes where it stopped.
@@ -53,8 +53,12 @@ FIGURE_METHODS = ("unimodal", "MLA", "MIE w/o SAM", "MIE w/o GM", "MIE")
 METRICS = ("accuracy", "macro_f1", "map")
 
 
+def slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
 def run_name(setting, method, seed):
-    return re.sub(r"[^A-Za-z0-9]+", "_", f"{setting} {method} seed{seed}").strip("_")
+    return slug(f"{setting} {method} seed{seed}")
 
 
 def run_one(job):
@@ -132,7 +136,7 @@ def plot_phase_accuracy(out, setting, seeds, path):
 
 
 def figure_path(out, setting):
-    return os.path.join(out, "figures", "phase_accuracy_" + run_name(setting, "", 0).removesuffix("_seed0") + ".png")
+    return os.path.join(out, "figures", f"phase_accuracy_{slug(setting)}.png")
 
 
 def command(quick, data_dirs) -> str:
@@ -238,16 +242,28 @@ def ordering_sentence(acc, std) -> str:
     return "Ranking by mean accuracy: " + " > ".join(ranked) + ". " + "; ".join(claims) + ". " + firmness
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="reports")
+    parser.add_argument("--out", default=None, help="runs and figures (default: reports; reports/quick with --quick)")
     parser.add_argument("--seeds", type=int, default=None, help="default: 5 (2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="2 seeds and shorter training")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    parser.add_argument("--results", default="RESULTS.md", help="where to write the markdown report")
+    parser.add_argument("--results", default=None,
+                        help="where to write the markdown report (default: RESULTS.md; <out>/RESULTS.md with --quick)")
     parser.add_argument("--emoji-dir", default=None,
                         help="the directory of emoji.npz (python -m mie_jax.data.emoji DIR); without it, no emoji runs")
     args = parser.parse_args(argv)
+    # A quick report trains differently under the same run names: it never reads or overwrites
+    # the committed full runs and RESULTS.md.
+    if args.out is None:
+        args.out = os.path.join("reports", "quick") if args.quick else "reports"
+    if args.results is None:
+        args.results = os.path.join(args.out, "RESULTS.md") if args.quick else "RESULTS.md"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     data_dirs = {"emoji": args.emoji_dir}
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)

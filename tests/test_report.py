@@ -71,3 +71,10 @@ def test_plan_is_seed_major_so_parallel_workers_start_on_different_methods():
     first_wave = [job[4:6] for job in jobs[:len(report.METHODS)]]
     assert {job[6] for job in jobs[:len(report.METHODS)]} == {0}
     assert first_wave == [(method, fusion) for _, method, _, fusion in report.METHODS]
+
+
+def test_quick_report_defaults_keep_off_the_committed_runs_and_results():
+    quick, full = report.parse_args(["--quick"]), report.parse_args([])
+    assert (full.out, full.results) == ("reports", "RESULTS.md")
+    assert (quick.out, quick.results) == ("reports/quick", "reports/quick/RESULTS.md")
+    assert report.parse_args(["--quick", "--out", "o", "--results", "r.md"]).results == "r.md"
