@@ -18,6 +18,9 @@ AUDIO_VISUAL = {
     # The audio radius (a no-op in float32 for most weights: see docs/FIDELITY.md).
     "rho": 1e-10,
     "selection_metric": "accuracy",
+    # The frames' training-time RandomResizedCrop and flip of the loaders the released code shares
+    # with OGM-GE (docs/FIDELITY.md).
+    "augment": ("visual",),
 }
 IMAGE_TEXT = {
     **METHOD, **ADAM,

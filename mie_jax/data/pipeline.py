@@ -35,6 +35,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from mie_jax.data import crops
+
 Transform = Callable[[Any, np.random.Generator], Any]
 
 # Elements of the MapDataset handed to grain's reader are whole batches, so the
@@ -46,15 +48,14 @@ READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
 def random_resized_crop_and_flip(
     image: np.ndarray,
     rng: np.random.Generator,
-    scale: Tuple[float, float] = (0.08, 1.0),
-    ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+    scale: Tuple[float, float] = crops.SCALE,
+    ratio: Tuple[float, float] = crops.RATIO,
 ) -> np.ndarray:
     """A random crop resized back to the input's size, mirrored left-right half the time.
 
-    The crop covers a fraction ``U(scale)`` of the area with a width/height
-    ratio log-uniform in ``ratio`` (the Inception crop, as torchvision's
-    ``RandomResizedCrop``: 10 draws, then the central crop of the nearest
-    allowed ratio). All frames of a clip share one crop and one flip.
+    The crop is :func:`mie_jax.data.crops.crop_box`'s (the Inception crop, as
+    torchvision's ``RandomResizedCrop``). All frames of a clip share one crop
+    and one flip.
 
     Args:
       image: uint8 ``[H, W, C]`` image or ``[F, H, W, C]`` clip.
@@ -73,40 +74,15 @@ def random_resized_crop_and_flip(
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (3, 4):
         raise ValueError(f"image must be uint8 [H, W, C] or [F, H, W, C], got {image.dtype} {image.shape}.")
-    if not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}.")
-    if not 0 < ratio[0] <= ratio[1]:
-        raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}.")
+    crops.check_bounds(scale, ratio)
     height, width = image.shape[-3:-1]
-    top, left, crop_height, crop_width = _crop_box(height, width, rng, scale, ratio)
-    crops = image[..., top:top + crop_height, left:left + crop_width, :]
-    frames = crops.reshape((-1,) + crops.shape[-3:])
+    top, left, crop_height, crop_width = crops.crop_box(height, width, rng, scale, ratio)
+    cropped = image[..., top:top + crop_height, left:left + crop_width, :]
+    frames = cropped.reshape((-1,) + cropped.shape[-3:])
     resized = np.stack([_resize(frame, height, width) for frame in frames]).reshape(image.shape)
     if rng.random() < 0.5:
         resized = resized[..., ::-1, :]
     return np.ascontiguousarray(resized)
-
-
-def _crop_box(height: int, width: int, rng: np.random.Generator, scale, ratio) -> Tuple[int, int, int, int]:
-    """``(top, left, crop_height, crop_width)`` of a random Inception crop."""
-    area = height * width
-    log_ratio = np.log(ratio)
-    for _ in range(10):
-        target_area = area * rng.uniform(*scale)
-        aspect = np.exp(rng.uniform(*log_ratio))
-        crop_width = int(round(np.sqrt(target_area * aspect)))
-        crop_height = int(round(np.sqrt(target_area / aspect)))
-        if 0 < crop_width <= width and 0 < crop_height <= height:
-            top = int(rng.integers(0, height - crop_height + 1))
-            left = int(rng.integers(0, width - crop_width + 1))
-            return top, left, crop_height, crop_width
-    # No draw fitted: the largest central crop whose ratio is within bounds.
-    crop_height, crop_width = height, width
-    if width / height < ratio[0]:
-        crop_height = int(round(width / ratio[0]))
-    elif width / height > ratio[1]:
-        crop_width = int(round(height * ratio[1]))
-    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
 def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from flax import nnx
 import mie_jax
 from mie_jax.models import Head, UnimodalClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import batches, parallel, steps
+from mie_jax.train import augment, batches, parallel, steps
 from mie_jax.train.config import TrainConfig
 
 
@@ -40,6 +40,7 @@ class AlternatingMethod:
         self.modalities = tuple(config.modalities)
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
+        augment.check_augmentable(config, self.inputs)
         self.mesh = mesh
         self.num_classes = num_classes
         self.tx = steps.make_optimizer(
@@ -115,10 +116,11 @@ class AlternatingMethod:
             rng, self.labels.shape[0], config.batch_size, config.epochs_of_phase(phase)
         )
         lam, partners = batches.mixup_draws(rng, config.mixup_alpha, order.shape[0], config.batch_size)
+        crop = augment.phase_crops(config, self.inputs, phase, order.shape, (m,)).get(m)
         online = steps.zero_covariances(params)
         params, model_state, opt_state, online, losses = self.phase_fns[m](
             params, model_state, opt_state, online, self.inputs[m], self.labels, order, lam, partners,
-            self._transforms(state, phase, m),
+            self._transforms(state, phase, m), crops=crop,
         )
         covariance = state["covariance"][m]
         if config.uses_gradient_modification:

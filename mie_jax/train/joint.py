@@ -23,7 +23,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import batches, parallel, steps
+from mie_jax.train import augment, batches, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
@@ -91,11 +91,12 @@ class JointMethod(SingleModelMethod):
         modulate = config.method == "ogm_ge"
 
         @jax.jit
-        def phase(params, model_state, opt_state, inputs, labels, batch_indices, keys):
+        def phase(params, model_state, opt_state, inputs, labels, batch_indices, keys, crops):
             def step(carry, batch):
                 params, model_state, opt_state = carry
-                indices, key = batch
-                xs, y = parallel.shard_batch(({m: inputs[m][indices] for m in inputs}, labels[indices]), mesh)
+                indices, key, crop = batch
+                xs = {m: augment.gather(inputs[m], indices, crop.get(m)) for m in inputs}
+                xs, y = parallel.shard_batch((xs, labels[indices]), mesh)
 
                 def loss_fn(p):
                     (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)
@@ -121,7 +122,7 @@ class JointMethod(SingleModelMethod):
                 return (params, model_state, opt_state), loss
 
             (params, model_state, opt_state), losses = jax.lax.scan(
-                step, (params, model_state, opt_state), (batch_indices, keys)
+                step, (params, model_state, opt_state), (batch_indices, keys, crops)
             )
             return params, model_state, opt_state, losses
 

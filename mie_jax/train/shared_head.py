@@ -21,7 +21,7 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import batches, parallel, steps
+from mie_jax.train import augment, batches, parallel, steps
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
 
@@ -61,9 +61,10 @@ class SharedHeadMethod(SingleModelMethod):
         project, mesh = self.config.mla_projection, self.mesh
 
         @jax.jit
-        def phase(params, model_state, opt_state, inputs, labels, batch_indices):
-            def step(carry, indices):
+        def phase(params, model_state, opt_state, inputs, labels, batch_indices, crops):
+            def step(carry, batch):
                 params, model_state, opt_state = carry
+                indices, crop = batch
 
                 def features_of(aux):
                     return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
@@ -71,7 +72,7 @@ class SharedHeadMethod(SingleModelMethod):
                 y = parallel.shard_batch(labels[indices], mesh)
                 losses = []
                 for m in modalities:
-                    x = parallel.shard_batch(inputs[m][indices], mesh)
+                    x = parallel.shard_batch(augment.gather(inputs[m], indices, crop.get(m)), mesh)
 
                     def loss_fn(p, x=x, m=m, model_state=model_state):
                         (logits, layer_inputs), new_state = steps.apply_model(
@@ -88,7 +89,7 @@ class SharedHeadMethod(SingleModelMethod):
                 return (params, model_state, opt_state), jnp.mean(jnp.stack(losses))
 
             (params, model_state, opt_state), losses = jax.lax.scan(
-                step, (params, model_state, opt_state), batch_indices
+                step, (params, model_state, opt_state), (batch_indices, crops)
             )
             return params, model_state, opt_state, losses
 

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from mie_jax.train import batches, steps
+from mie_jax.train import augment, batches, steps
 from mie_jax.train.config import TrainConfig
 
 
@@ -13,8 +13,9 @@ class SingleModelMethod:
     Subclasses build ``self.model`` and ``self.tx`` in ``__init__`` after
     calling ``super().__init__``, then ``self._finish(model, tx)``, and provide
     ``_make_phase_fn`` returning a jitted ``(params, model_state, opt_state,
-    inputs, labels, batch_indices, *extras) -> (params, model_state,
-    opt_state, losses)``; ``_phase_extras`` supplies the extras.
+    inputs, labels, batch_indices, *extras, crops) -> (params, model_state,
+    opt_state, losses)``; ``_phase_extras`` supplies the extras, and
+    ``crops`` maps each augmented modality to its ``(boxes, flips)``.
     """
 
     def __init__(self, config: TrainConfig, train_split, mesh=None):
@@ -23,6 +24,7 @@ class SingleModelMethod:
         self.modalities = tuple(config.modalities)
         self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
         self.labels = jnp.asarray(train_split.labels)
+        augment.check_augmentable(config, self.inputs)
 
     def _finish(self, model, tx):
         self.graphdef, params, model_state = steps.split_model(model)
@@ -54,6 +56,7 @@ class SingleModelMethod:
         params, model_state, opt_state, losses = self.phase_fn(
             state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order,
             *self._phase_extras(rng, order),
+            crops=augment.phase_crops(self.config, self.inputs, phase, order.shape, self.modalities),
         )
         state = {"params": params, "model_state": model_state, "opt_state": opt_state}
         return state, {"losses": np.asarray(losses)}

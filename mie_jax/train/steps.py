@@ -11,7 +11,7 @@ from flax import nnx
 import mie_jax
 from mie_jax.models.encoders import scale_pixels
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import parallel
+from mie_jax.train import augment, parallel
 from mie_jax.train.config import TrainConfig
 
 
@@ -148,8 +148,9 @@ def make_phase_fn(
 
     The returned function takes ``(params, model_state, opt_state, covariance,
     inputs, labels, batch_indices [S, B], lam [S], partners [S, B],
-    transforms)`` and returns ``(params, model_state, opt_state, covariance,
-    losses [S])``. With
+    transforms, crops=None)`` and returns ``(params, model_state, opt_state,
+    covariance, losses [S])``; ``crops``, ``(boxes [S, B, 4], flips [S, B])``,
+    augments each batch (:mod:`mie_jax.train.augment`). With
     ``online_covariance`` each step also adds its head-layer inputs to
     ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, each
     batch is split over its devices (:mod:`mie_jax.train.parallel`).
@@ -164,11 +165,11 @@ def make_phase_fn(
 
     @jax.jit
     def phase(params, model_state, opt_state, covariance, inputs, labels, batch_indices, lam, partners,
-              transforms):
+              transforms, crops=None):
         def step(carry, batch):
             params, model_state, opt_state, covariance = carry
-            indices, lam_t, partner = batch
-            x, y = scale_pixels(inputs[indices]), labels[indices]
+            indices, lam_t, partner, crop = batch
+            x, y = scale_pixels(augment.gather(inputs, indices, crop)), labels[indices]
             if jnp.issubdtype(x.dtype, jnp.floating):
                 x = lam_t * x + (1.0 - lam_t) * x[partner]
             else:  # Token ids cannot be mixed: mixup applies to continuous inputs only.
@@ -206,7 +207,7 @@ def make_phase_fn(
             return (params, model_state, opt_state, covariance), loss
 
         (params, model_state, opt_state, covariance), losses = jax.lax.scan(
-            step, (params, model_state, opt_state, covariance), (batch_indices, lam, partners)
+            step, (params, model_state, opt_state, covariance), (batch_indices, lam, partners, crops)
         )
         return params, model_state, opt_state, covariance, losses
 
