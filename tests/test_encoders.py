@@ -77,3 +77,29 @@ def test_i3d_takes_clips_and_projects_to_dim():
     model = nnx.eval_shape(lambda: encoders.build_encoder(config, "i3d", (8, 32, 32, 2), nnx.Rngs(0)))
     out = nnx.eval_shape(lambda m, x: m(x, train=False), model, jnp.zeros((2, 8, 32, 32, 2)))
     assert out.shape == (2, 8)
+
+
+def test_imagenet_normalisation_standardises_the_scaled_pixels_of_the_named_modality():
+    config = make_config({"modalities": ("visual", "audio"), "imagenet_normalize": ("visual",), "dim": 8,
+                          "resnet_width": 4})
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    normalized = encoders.build_encoder(config, "resnet18", pixels.shape[1:], nnx.Rngs(0), "visual")
+    plain = encoders.build_encoder(config, "resnet18", pixels.shape[1:], nnx.Rngs(0), "audio")
+    standardised = (pixels / 255.0 - np.array(encoders.IMAGENET_MEAN)) / np.array(encoders.IMAGENET_STD)
+    np.testing.assert_allclose(normalized(jnp.asarray(pixels)), plain(jnp.asarray(standardised, jnp.float32)),
+                               rtol=1e-5, atol=1e-5)
+    # Floats in [0, 1] (mixed-up batches) are standardised the same way.
+    np.testing.assert_allclose(normalized(jnp.asarray(pixels / 255.0, jnp.float32)), normalized(jnp.asarray(pixels)),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, shape", [("resnet18", (257, 188, 1)), ("bert", (6,))])
+def test_imagenet_normalisation_needs_rgb_pixels(name, shape):
+    config = make_config({"modalities": ("audio", "visual"), "imagenet_normalize": ("audio",)})
+    with pytest.raises(ValueError, match=rf"imagenet_normalize names 'audio', whose encoder '{name}' takes examples"):
+        encoders.build_encoder(config, name, shape, nnx.Rngs(0), "audio")
+
+
+def test_imagenet_normalisation_must_name_a_modality_of_the_run():
+    with pytest.raises(ValueError, match=r"imagenet_normalize must name modalities of this run"):
+        make_config({"imagenet_normalize": ("visual",)})

@@ -19,8 +19,10 @@ AUDIO_VISUAL = {
     "rho": 1e-10,
     "selection_metric": "accuracy",
     # The frames' training-time RandomResizedCrop and flip of the loaders the released code shares
-    # with OGM-GE (docs/FIDELITY.md).
+    # with OGM-GE (docs/FIDELITY.md, rows 14 and 15).
     "augment": ("visual",),
+    # Those loaders' Normalize with ImageNet's statistics.
+    "imagenet_normalize": ("visual",),
 }
 IMAGE_TEXT = {
     **METHOD, **ADAM,

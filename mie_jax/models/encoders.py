@@ -27,15 +27,29 @@ def scale_pixels(x):
     return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
 
 
-class ProjectedEncoder(nnx.Module):
-    """A backbone's features, linearly projected to ``dim``; uint8 inputs are scaled to [0, 1]."""
+# ImageNet's per-channel pixel statistics, which torchvision's Normalize in the peers' loaders uses.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs):
+
+class ProjectedEncoder(nnx.Module):
+    """A backbone's features, linearly projected to ``dim``; uint8 inputs are scaled to [0, 1].
+
+    With ``imagenet_normalize``, the [0, 1] pixels are then standardised with
+    ImageNet's per-channel mean and standard deviation (RGB inputs).
+    """
+
+    def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs,
+                 imagenet_normalize: bool = False):
         self.backbone = backbone
         self.projection = nnx.Linear(in_features, dim, rngs=rngs)
+        self.imagenet_normalize = imagenet_normalize
 
     def __call__(self, x, *, train: bool = False):
-        return self.projection(self.backbone(scale_pixels(x), train=train))
+        x = scale_pixels(x)
+        if self.imagenet_normalize:
+            x = (x - jnp.array(IMAGENET_MEAN)) / jnp.array(IMAGENET_STD)
+        return self.projection(self.backbone(x, train=train))
 
 
 class TextEncoder(nnx.Module):
@@ -75,16 +89,24 @@ def encoder_names(config, modalities: Sequence[str]) -> Mapping[str, str]:
     return names
 
 
-def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs) -> nnx.Module:
-    """The encoder ``name`` for examples of ``input_shape``, with ``config.dim`` outputs.
+def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str = "") -> nnx.Module:
+    """The encoder ``name`` for ``modality``'s examples of ``input_shape``, with ``config.dim`` outputs.
+
+    A modality in ``config.imagenet_normalize`` gets its RGB pixels
+    standardised with ImageNet's statistics (:class:`ProjectedEncoder`).
 
     Raises:
-      ValueError: inputs of a shape the encoder cannot take.
+      ValueError: inputs of a shape the encoder cannot take, or ImageNet
+        normalisation for an encoder or inputs without RGB pixels.
     """
     shape = tuple(input_shape)
     expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "i3d": 4, "bert": 1}[name]
     if len(shape) != expected:
         raise ValueError(f"encoder {name!r} expects examples with {expected} axes, got shape {shape}.")
+    imagenet_normalize = modality in config.imagenet_normalize
+    if imagenet_normalize and (name in ("mlp", "bert") or shape[-1] != 3):
+        raise ValueError(f"imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
+                         f"{shape}; expected RGB images or clips (3 channels last) into an image encoder.")
     if name == "mlp":
         return MLPEncoder(shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
     if name == "bert":
@@ -92,9 +114,11 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs) -> nnx.Module:
         return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.dim, rngs=rngs)
     if name == "i3d":  # Clips [T, H, W, C]: RGB 3, depth 1, optical flow 2 channels.
         backbone = I3D(shape[-1], width_multiplier=config.resnet_width / 64, rngs=rngs)
-        return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs)
+        return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
+                                imagenet_normalize=imagenet_normalize)
     make = resnet50 if name == "resnet50" else resnet18
     backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
     if name == "frames_resnet18":
         backbone = FrameResNet(backbone)
-    return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs)
+    return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
+                            imagenet_normalize=imagenet_normalize)

@@ -24,9 +24,9 @@ from mie_jax.train.config import TrainConfig
 
 
 def build_unimodal_classifier(config: TrainConfig, encoder_name: str, input_shape, num_classes: int,
-                              rngs: nnx.Rngs):
-    """The encoder ``encoder_name`` for examples of ``input_shape``, to the common ``Dim``, and MIE's head."""
-    encoder = build_encoder(config, encoder_name, input_shape, rngs)
+                              rngs: nnx.Rngs, modality: str = ""):
+    """The encoder ``encoder_name`` for ``modality``'s examples of ``input_shape``, to the common ``Dim``, and MIE's head."""
+    encoder = build_encoder(config, encoder_name, input_shape, rngs, modality)
     return UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
 
 
@@ -49,7 +49,7 @@ class AlternatingMethod:
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)
         for m in self.modalities:
-            model = build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs)
+            model = build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
             self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = (
                 steps.split_model(model)
             )

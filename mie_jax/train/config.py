@@ -99,6 +99,8 @@ class TrainConfig:
       text_length: token ids per text (0: the dataset's default).
       augment: modalities whose training batches get a random resized crop
         and a mirror flip (uint8 images or clips; :mod:`mie_jax.train.augment`).
+      imagenet_normalize: modalities whose RGB pixels, after scaling to [0, 1],
+        are standardised with ImageNet's per-channel mean and std.
     """
 
     method: str = "mie"
@@ -147,10 +149,12 @@ class TrainConfig:
     num_frames: int = 0
     text_length: int = 0
     augment: Sequence[str] = ()
+    imagenet_normalize: Sequence[str] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "imagenet_normalize", tuple(self.imagenet_normalize))
         object.__setattr__(self, "phase_schedule", tuple(int(e) for e in self.phase_schedule))
         _check_choice("method", self.method, METHODS)
         _check_choice("variant", self.variant, VARIANTS)
@@ -163,9 +167,11 @@ class TrainConfig:
         _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
         if len(self.modalities) < 2 and self.method not in ("unimodal",):
             raise ValueError(f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}.")
-        unknown = sorted(set(self.augment) - set(self.modalities))
-        if unknown:
-            raise ValueError(f"augment must name modalities of this run {list(self.modalities)}, got {unknown}.")
+        for name in ("augment", "imagenet_normalize"):
+            unknown = sorted(set(getattr(self, name)) - set(self.modalities))
+            if unknown:
+                raise ValueError(f"{name} must name modalities of this run {list(self.modalities)}, got {unknown} "
+                                 f"(--set {name}= names none).")
         for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim",
                      "lr_step_epochs", "lr_patience"):
             if getattr(self, name) < 1:

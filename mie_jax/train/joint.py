@@ -63,11 +63,11 @@ class JointMethod(SingleModelMethod):
         names = encoder_names(config, self.modalities)
         if config.method == "joint" and config.joint_fusion == "average":
             model = LogitAverageClassifier({
-                m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs)
+                m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
                 for m in self.modalities
             })
         else:
-            encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
+            encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
         self._finish(model, steps.make_optimizer(
             config, sam=False, steps_per_epoch=batches.steps_per_epoch(self.labels.shape[0], config.batch_size)))

@@ -41,7 +41,7 @@ class SharedHeadMethod(SingleModelMethod):
         super().__init__(config, train_split, mesh)
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)
-        encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs) for m in self.modalities}
+        encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
         projection = None
         m, per_epoch = len(self.modalities), batches.steps_per_epoch(self.labels.shape[0], config.batch_size)
