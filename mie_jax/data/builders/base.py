@@ -17,7 +17,7 @@ import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -84,6 +84,18 @@ class PaperBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """The feature of every field of an example."""
         raise NotImplementedError
 
+    def note(self, split: str, message: str) -> None:
+        """Records what preparing ``split`` dropped or computed, e.g. ``"9224 posts dropped by ..."``.
+
+        Notes are stored with the prepared dataset (:func:`preparation_notes`)
+        and printed by ``python -m mie_jax.data.prepare`` as ``<split>: <message>``.
+        """
+        self.info.metadata.setdefault("notes", []).append(f"{split}: {message}")
+
+    def record_setting(self, key: str, value) -> None:
+        """Stores a choice made while preparing (a resampler, a flow algorithm) with the prepared dataset."""
+        self.info.metadata.setdefault("settings", {})[key] = value
+
     def examples(self, raw_dir: Path, split: str) -> Iterator[Tuple[str, dict]]:
         """Yields ``(key, example)`` for one split, validating what it reads.
 
@@ -95,6 +107,8 @@ class PaperBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
+            # Written with the dataset when preparation ends: notes and settings of note()/record_setting().
+            metadata=tfds.core.MetadataDict(),
             description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict(self.features()),
             homepage=self.HOMEPAGE,
@@ -190,6 +204,16 @@ def prepare(builder_cls, raw_dir, prepared_dir, *, image_size: int = 0, num_fram
 def _remove_incomplete(dataset_dir: Path) -> None:
     for path in dataset_dir.glob("incomplete.*"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def preparation_notes(builder: PaperBuilder) -> List[str]:
+    """What preparing each split dropped or computed, one ``<split>: <message>`` line each."""
+    return list(builder.info.metadata.get("notes", []))
+
+
+def preparation_settings(builder: PaperBuilder) -> Dict[str, object]:
+    """The choices recorded while preparing (:meth:`PaperBuilder.record_setting`)."""
+    return dict(builder.info.metadata.get("settings", {}))
 
 
 def split_counts(builder: PaperBuilder) -> Dict[str, int]:
