@@ -101,6 +101,16 @@ class TrainConfig:
         and a mirror flip (uint8 images or clips; :mod:`mie_jax.train.augment`).
       imagenet_normalize: modalities whose RGB pixels, after scaling to [0, 1],
         are standardised with ImageNet's per-channel mean and std.
+      chunk_steps: training steps per jitted chunk of a phase (the host reports
+        progress, reads the next batches and may checkpoint between chunks);
+        0 chooses one epoch, at most ``DEFAULT_CHUNK_STEPS``. Results do not
+        depend on it.
+      eval_batch_size: examples per call of evaluation (prediction) and of the
+        covariance pass's chunks; device memory does not grow with the split.
+      checkpoint_every_steps: also checkpoint inside a phase every this many
+        training steps (at the next chunk boundary); 0 only at phase ends.
+      checkpoint_every_minutes: also checkpoint inside a phase when this many
+        minutes passed since the last checkpoint; 0 disables it.
     """
 
     method: str = "mie"
@@ -150,6 +160,10 @@ class TrainConfig:
     text_length: int = 0
     augment: Sequence[str] = ()
     imagenet_normalize: Sequence[str] = ()
+    chunk_steps: int = 0
+    eval_batch_size: int = 256
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -173,9 +187,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must name modalities of this run {list(self.modalities)}, got {unknown} "
                                  f"(--set {name}= names none).")
         for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim",
-                     "lr_step_epochs", "lr_patience"):
+                     "lr_step_epochs", "lr_patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("chunk_steps", "checkpoint_every_steps", "checkpoint_every_minutes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off, or automatic), got {getattr(self, name)}.")
         for name in ("image_size", "num_frames", "text_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the dataset's default), got {getattr(self, name)}.")
