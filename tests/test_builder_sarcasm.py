@@ -1,17 +1,28 @@
 """The Sarcasm builder reads Cai et al.'s published layout, and names what is wrong with it."""
 
+import ast
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from mie_jax.data import builders
 from tests import builder_checks
+
+# Real lines of the published text files, byte for byte (CRLF included); tests/data/sarcasm/README.md says which.
+PUBLISHED = Path(__file__).parent / "data" / "sarcasm"
+# Lines of PUBLISHED's train.txt whose text has a word of the authors' filter as a token, found by running
+# loadData.py's test on them; the authors published no image for them. valid2.txt and test2.txt have none.
+DROPPED_TRAIN_LINES = (1, 2, 4, 9, 15, 21, 22, 26, 33, 34, 37, 40, 44, 45, 46, 47, 48, 49, 50, 53, 54, 56, 62, 69)
 
 # (split file, number of fields per line, labels)
 SPLITS = {"train": ("train.txt", 3, [0, 1, 1]), "validation": ("valid2.txt", 4, [1, 0]), "test": ("test2.txt", 4, [0, 1])}
 
 
 def write_sarcasm(root, rng=np.random.default_rng(0)):
-    """A tiny Sarcasm in the published layout: list-literal text files and jpg images."""
+    """A tiny synthetic Sarcasm in the published layout: list-literal text files and jpg images."""
     (root / "text").mkdir(parents=True)
     (root / "dataset_image").mkdir()
     for split, (filename, width, labels) in SPLITS.items():
@@ -76,3 +87,56 @@ def test_bad_line_is_named_with_its_number(raw, tmp_path, line, problem):
         builder_checks.build("sarcasm", raw, tmp_path / "prepared")
     assert f"{path}:4" in str(info.value)
     builder_checks.assert_nothing_prepared(tmp_path / "prepared")
+
+
+def published_lines(filename):
+    """The list literals of one of PUBLISHED's files, in order."""
+    return [ast.literal_eval(line) for line in (PUBLISHED / "text" / filename).read_text(encoding="utf-8").splitlines()]
+
+
+def write_published(root, rng=np.random.default_rng(0)):
+    """PUBLISHED's text files, and a jpg for each post but the dropped ones, as the authors published them."""
+    shutil.copytree(PUBLISHED / "text", root / "text")
+    for filename in ("train.txt", "valid2.txt", "test2.txt"):
+        for number, fields in enumerate(published_lines(filename), 1):
+            if filename != "train.txt" or number not in DROPPED_TRAIN_LINES:
+                builder_checks.write_jpg(root / "dataset_image" / f"{fields[0]}.jpg",
+                                         rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    return root
+
+
+def test_published_lines_keep_the_posts_the_authors_keep(tmp_path):
+    assert (PUBLISHED / "text" / "train.txt").read_bytes().count(b"\r\n") == 70  # The fixture is still CRLF.
+    arrays = builder_checks.check_round_trip(
+        "sarcasm", write_published(tmp_path / "raw"), tmp_path / "prepared",
+        counts={"train": 46, "validation": 32, "test": 36},
+        labels={"train": [0] * 8 + [1] * 38, "validation": [0] * 7 + [1] * 25, "test": [0] * 7 + [1] * 29})
+    builder_checks.check_images(arrays["train"]["image"], 46)
+    train = published_lines("train.txt")
+    kept = [fields for number, fields in enumerate(train, 1) if number not in DROPPED_TRAIN_LINES]
+    assert sorted(arrays["train"]["id"]) == sorted(fields[0] for fields in kept)
+    texts = set(arrays["train"]["text"])
+    assert train[35][1] in texts and train[58][1] in texts  # "# motherofsarcasm", "# allofthesarcasm": no token.
+    assert not any(text.endswith("\r") for split in arrays.values() for text in split["text"])
+    # Validation and test carry a hashtag label, then an annotator's: the annotator's is read, as loadData.py does.
+    validation = dict(zip(arrays["validation"]["id"], arrays["validation"]["label"]))
+    for fields in published_lines("valid2.txt")[16], published_lines("valid2.txt")[26]:
+        assert fields[2] != fields[3] and validation[fields[0]] == fields[3]
+
+
+def test_published_lines_note_what_the_filter_dropped(tmp_path):
+    builder = builder_checks.build("sarcasm", write_published(tmp_path / "raw"), tmp_path / "prepared")
+    filter_ = "dropped by the authors' keyword filter (codes/loadData.py; their images are not published)"
+    assert builders.preparation_notes(builder) == [
+        f"train: 24 of 70 posts in train.txt {filter_}", f"validation: 0 of 32 posts in valid2.txt {filter_}",
+        f"test: 0 of 36 posts in test2.txt {filter_}"]
+    reread = builder_checks.build("sarcasm", tmp_path / "raw", tmp_path / "prepared")  # Stored with the dataset.
+    assert builders.preparation_notes(reread) == builders.preparation_notes(builder)
+
+
+@pytest.mark.parametrize("line,problem", [("['1', 'text', 0, 1]", "list literal"),
+                                          ("['1', 'a joke', 5]", "unknown label"),  # Dropped, yet checked.
+                                          ("['854387227362807810', 'again', 1]", "already on line 36")])
+def test_bad_published_line_is_named_with_its_number(tmp_path, line, problem):
+    raw = write_published(tmp_path / "raw")
+    builder_checks.check_bad_line("sarcasm", raw, tmp_path / "prepared", raw / "text" / "train.txt", line, problem)
