@@ -1,9 +1,15 @@
 """The Twitter-2015 builder reads TomBERT's published layout, and names what is wrong with it."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests import builder_checks
+
+# Real lines of TomBERT's tsv files, byte for byte; tests/data/twitter2015/README.md says which.
+PUBLISHED = Path(__file__).parent / "data" / "twitter2015"
 
 HEADER = "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"
 # split -> (file, labels as written; the first two rows of each split share an image, as a tweet's targets do)
@@ -54,14 +60,17 @@ def test_missing_split_file_is_named(raw, tmp_path):
     builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared", raw / "dev.tsv")
 
 
-def test_wrong_header_is_named(raw, tmp_path):
+def test_missing_header_is_named(raw, tmp_path):
     path = raw / "test.tsv"
-    path.write_text(path.read_text().replace("#2 ImageID", "image"))
-    builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared", f"{path}:1: expected the header")
+    path.write_text(path.read_text().split("\n", 1)[1])  # TomBERT would skip the first row in its place.
+    builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared", f"{path}:1: expected a header line")
 
 
 @pytest.mark.parametrize("bad_row,problem", [("4\t1\ttrain1.jpg\ta $T$ without its target", "expected 5 tab-separated"),
-                                             (row(4, 3, "train1.jpg", "$T$ has label 3", "x"), "unknown label")])
+                                             (row(4, 3, "train1.jpg", "$T$ has label 3", "x"), "unknown label"),
+                                             (row("four", 1, "train1.jpg", "$T$ !", "x"), "expected an integer index"),
+                                             (row(4, 1, "train1", "$T$ !", "x"), "expected an image file name"),
+                                             (row(4, 1, "train1.jpg", "no target", "x"), "expected a tweet with $T$")])
 def test_bad_row_is_named_with_its_line(raw, tmp_path, bad_row, problem):
     path = raw / "train.tsv"
     path.write_text(path.read_text() + bad_row + "\n")
@@ -78,3 +87,36 @@ def test_corrupt_image_is_named(raw, tmp_path):
     builder_checks.corrupt(raw / "twitter2015_images" / "test1.jpg")
     builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared",
                                       raw / "twitter2015_images" / "test1.jpg")
+
+
+def write_published(root, text_dir, rng=np.random.default_rng(0)):
+    """PUBLISHED's tsv files in ``text_dir`` and a small jpg for each image they name in root/twitter2015_images."""
+    text_dir.mkdir(parents=True, exist_ok=True)
+    for filename in ("train.tsv", "dev.tsv", "test.tsv"):
+        shutil.copy(PUBLISHED / filename, text_dir / filename)
+        for line in (PUBLISHED / filename).read_text().splitlines()[1:]:
+            path = root / "twitter2015_images" / line.split("\t")[2]
+            if not path.exists():
+                builder_checks.write_jpg(path, rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("layout", ["archive", "flat"])
+def test_published_rows_are_read_in_both_layouts(tmp_path, layout):
+    raw = tmp_path / "raw"
+    write_published(raw, raw / "twitter2015" if layout == "archive" else raw)
+    arrays = builder_checks.check_round_trip(
+        "twitter2015", raw, tmp_path / "prepared", counts={"train": 30, "validation": 15, "test": 15},
+        labels={"train": [0] * 3 + [1] * 16 + [2] * 11, "validation": [0] * 3 + [1] * 9 + [2] * 3,
+                "test": [0] + [1] * 11 + [2] * 3})
+    builder_checks.check_images(arrays["train"]["image"], 30)
+    # test.tsv's header names 4 columns over 5; its rows are read as the others'.
+    assert (PUBLISHED / "test.tsv").read_text().split("\n")[0] == "index\t#1 ImageID\t#2 String\t#2 String"
+    test = {key: (text, target) for key, text, target in zip(*(arrays["test"][f] for f in ("id", "text", "target")))}
+    assert test["test.tsv:2"] == ("Crazy hair day ! Lydia is a contender . : )", "Lydia")
+
+
+def test_missing_split_file_in_the_archive_layout_is_named(tmp_path):
+    raw = write_published(tmp_path / "raw", tmp_path / "raw" / "twitter2015")
+    (raw / "twitter2015" / "dev.tsv").unlink()
+    builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared", raw / "twitter2015" / "dev.tsv")
