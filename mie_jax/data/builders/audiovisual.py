@@ -1,15 +1,15 @@
-"""What the audio-visual datasets (CREMA-D, Kinetics-Sounds) share: a csv of clips, a wav and frames per clip.
+"""What the audio-visual datasets (CREMA-D, Kinetics-Sounds) share: lists of clips, a wav and frames per clip.
 
-Each split is a csv of ``clip_id,label`` rows; a clip is a wav file and a
-folder of frames extracted from its video. A builder declares where these
-live and its classes and spectrogram settings; :class:`AudioVisualBuilder`
-reads, validates and decodes them.
+Each split is a text file listing one clip per row; a clip is a wav file and
+a folder of frames extracted from its video. A builder declares where these
+live, how a row names its clip and label, its classes and its spectrogram
+settings; :class:`AudioVisualBuilder` reads, validates and decodes them.
 """
 
 import csv
 import dataclasses
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -18,6 +18,10 @@ from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
     DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, require_dir, require_file,
 )
+
+Row = Tuple[str, int]  # (clip id, class index)
+# Reads one row's fields (``where`` is file:line): its Row, or None when the row is not in the list's format.
+RowParser = Callable[[List[str], str], Optional[Row]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +43,14 @@ class Spectrogram:
 
 
 class AudioVisualBuilder(PaperBuilder):
-    """Clips listed in ``<split>.csv``, each ``AUDIO_DIR/<clip>.wav`` and ``FRAMES_DIR/<clip>/*.jpg``.
+    """Clips listed per split, each ``AUDIO_DIR/<clip>.wav`` and ``FRAMES_DIR/<clip>/*.jpg``.
 
     Subclasses set, besides :class:`PaperBuilder`'s attributes, ``CLASSES``
-    (label names, in class-index order), ``SPECTROGRAM``, ``AUDIO_DIR``,
-    ``FRAMES_DIR`` and ``CSV_HEADER`` (the csv's first row, or ``None`` when
-    it has none). Examples are ``{"id", "audio", "visual", "label"}``.
+    (label names, in class-index order), ``SPECTROGRAM``, ``AUDIO_DIR`` and
+    ``FRAMES_DIR``. By default a split is ``<split>.csv`` of ``clip_id,label``
+    rows, the label a class name, after the header ``CSV_HEADER`` (``None``
+    when there is none); a dataset listed otherwise overrides :meth:`clips`.
+    Examples are ``{"id", "audio", "visual", "label"}``.
     """
 
     MODALITIES: Tuple[str, ...] = ("audio", "visual")  # Training order; the names are feature names.
@@ -63,9 +69,18 @@ class AudioVisualBuilder(PaperBuilder):
             "label": tfds.features.ClassLabel(names=self.CLASSES),
         }
 
+    def clips(self, raw_dir: Path, split: str) -> List[Row]:
+        """``(clip id, class index)`` of every clip of ``split``, validated.
+
+        Raises:
+          DataLayoutError: the split's list is missing or a row of it is wrong.
+        """
+        path = require_file(raw_dir / f"{split}.csv", self.LAYOUT)
+        return read_clip_list(path, named_label(self.CLASSES), self.CSV_HEADER, "'clip_id,label'")
+
     def examples(self, raw_dir: Path, split: str):
         # All of a split's rows are checked before any clip is decoded: a bad row fails at once, not hours in.
-        rows = read_clip_list(require_file(raw_dir / f"{split}.csv", self.LAYOUT), self.CLASSES, self.CSV_HEADER)
+        rows = self.clips(raw_dir, split)
         audio_dir = require_dir(raw_dir / self.AUDIO_DIR, self.LAYOUT)
         frames_dir = require_dir(raw_dir / self.FRAMES_DIR, self.LAYOUT)
         size, num_frames = self.builder_config.image_size, self.builder_config.num_frames
@@ -78,18 +93,33 @@ class AudioVisualBuilder(PaperBuilder):
             yield clip_id, {"id": clip_id, "audio": audio, "visual": visual, "label": label}
 
 
-def read_clip_list(path: Path, classes: Sequence[str], header: Optional[Sequence[str]]) -> List[Tuple[str, int]]:
-    """``(clip_id, class index)`` of every ``clip_id,label`` row of a csv file; blank lines are skipped.
+def named_label(classes: Sequence[str]) -> RowParser:
+    """The parser of ``clip_id,label`` rows whose label is one of ``classes`` by name."""
+
+    def parse(fields: List[str], where: str) -> Optional[Row]:
+        if len(fields) != 2 or not all(fields):
+            return None
+        return fields[0], label_index(fields[1], classes, where)
+
+    return parse
+
+
+def read_clip_list(path: Path, parse: RowParser, header: Optional[Sequence[str]], row_format: str) -> List[Row]:
+    """``(clip_id, class index)`` of every row of a comma-separated list; blank lines are skipped.
 
     Args:
-      path: the csv file (UTF-8; a byte-order mark, as Excel writes, is ignored).
-      classes: the label names.
+      path: the list (UTF-8, LF or CRLF line ends; a byte-order mark, as Excel writes, is ignored).
+      parse: reads a row's stripped fields; ``None`` for a row not in ``row_format``.
       header: the expected first row, or ``None`` when the file has no header.
+      row_format: the rows' format, quoted, for the error messages (e.g. ``"'clip_id,label'"``).
+
+    Returns:
+      The rows in file order.
 
     Raises:
-      DataLayoutError: naming ``path:line`` for a wrong header, a row that is
-        not two non-empty fields, an unknown label or a repeated clip; naming
-        ``path`` for a file that is not UTF-8 or lists no clip.
+      DataLayoutError: naming ``path:line`` for a wrong header, a row not in
+        ``row_format``, an unknown label or a repeated clip; naming ``path``
+        for a file that is not UTF-8 or lists no clip.
     """
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -104,15 +134,15 @@ def read_clip_list(path: Path, classes: Sequence[str], header: Optional[Sequence
     rows, seen = [], set()
     for number, line in numbered:
         where = f"{path}:{number}"
-        fields = _fields(line)
-        if len(fields) != 2 or not all(fields):
-            raise DataLayoutError(f"{where}: expected a 'clip_id,label' row, got {line!r}")
-        if fields[0] in seen:  # TFDS would fail later on the duplicate key, without naming the row.
-            raise DataLayoutError(f"{where}: clip {fields[0]!r} is listed twice")
-        seen.add(fields[0])
-        rows.append((fields[0], label_index(fields[1], classes, where)))
+        row = parse(_fields(line), where)
+        if row is None:
+            raise DataLayoutError(f"{where}: expected a {row_format} row, got {line!r}")
+        if row[0] in seen:  # TFDS would fail later on the duplicate key, without naming the row.
+            raise DataLayoutError(f"{where}: clip {row[0]!r} is listed twice")
+        seen.add(row[0])
+        rows.append(row)
     if not rows:
-        raise DataLayoutError(f"{path}: lists no clip; expected 'clip_id,label' rows")
+        raise DataLayoutError(f"{path}: lists no clip; expected {row_format} rows")
     return rows
 
 
