@@ -1,11 +1,18 @@
-"""The media decoders: log-spectrograms against a textbook STFT, and wav reading of every PCM flavour."""
+"""The media decoders: log-spectrograms against a textbook STFT and librosa, resampling, wav reading."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
+import resampy
 from scipy import signal
 
-from mie_jax.data.builders import DataLayoutError, media
+from mie_jax.data.builders import DataLayoutError, cremad, media
 from tests import builder_checks
+
+AUDIO = Path(__file__).resolve().parent / "data" / "audio"
+# librosa's log-spectrograms of chirp_16k.wav, one per resampler: see make_reference.py there for how.
+LIBROSA = AUDIO / "chirp_16k_librosa.npz"
 
 
 def textbook_log_spectrogram(samples, *, length, n_fft, hop):
@@ -36,6 +43,83 @@ def test_log_spectrogram_of_three_seconds_at_22050_hz_is_257_by_188():
     got = media.log_spectrogram(samples, 16000, sample_rate=22050, seconds=3.0, n_fft=512, hop=353)
     assert got.shape == (257, 188) and got.dtype == np.float32
     assert np.isfinite(got).all()
+
+
+def cremad_log_spectrogram(samples, rate, resampler):
+    """What the CREMA-D builder stores for a wav's samples (its settings, with ``resampler``)."""
+    settings = cremad.SPECTROGRAM
+    return media.log_spectrogram(samples, rate, sample_rate=settings.sample_rate, seconds=settings.seconds,
+                                 n_fft=settings.n_fft, hop=settings.hop, resampler=resampler)
+
+
+def mean_nats_from_librosa(log_spectrogram, resampler):
+    with np.load(LIBROSA) as references:
+        reference = references[resampler]
+    assert log_spectrogram.shape == reference.shape == cremad.SPECTROGRAM.shape
+    return float(np.mean(np.abs(log_spectrogram - reference)))
+
+
+@pytest.mark.parametrize("resampler", media.RESAMPLERS)
+def test_a_16_khz_wav_gives_librosas_log_spectrogram(resampler):
+    samples, rate = media.read_wav(AUDIO / "chirp_16k.wav")
+    assert rate == 16000 and cremad.SPECTROGRAM.sample_rate == 22050
+    assert mean_nats_from_librosa(cremad_log_spectrogram(samples, rate, resampler), resampler) < 0.01
+
+
+def test_cremads_transform_is_the_peers_librosa_0_8s():
+    samples, rate = media.read_wav(AUDIO / "chirp_16k.wav")
+    assert mean_nats_from_librosa(cremad.SPECTROGRAM(samples, rate), "resampy_0.2_kaiser_best") < 0.01
+
+
+def librosa_length(samples):
+    """``samples`` cut or zero-padded to librosa's length of the 2.5 s clip at 22050 Hz."""
+    length = 55135  # ceil(40007 * 22050 / 16000)
+    return np.pad(samples[:length], (0, max(0, length - len(samples))))
+
+
+# Resamplings that the bound must refuse (the 16 kHz clip in, 22050 Hz out): scipy's resample_poly with its
+# default filter (librosa's res_type "polyphase"), and the "kaiser_best" of resampy >= 0.3, not the peers'.
+IMPOSTORS = {
+    "polyphase": lambda samples: signal.resample_poly(samples, 441, 320),
+    "resampy_kaiser_best": lambda samples: resampy.resample(samples, 16000, 22050, filter="kaiser_best"),
+}
+
+
+@pytest.mark.parametrize("resampler", media.RESAMPLERS)
+@pytest.mark.parametrize("impostor", [*IMPOSTORS, "other"])
+def test_the_librosa_bound_tells_resamplers_apart(resampler, impostor):
+    # Each leaves another residue above 8 kHz, where the 16 kHz source holds nothing.
+    samples, rate = media.read_wav(AUDIO / "chirp_16k.wav")
+    if impostor == "other":
+        (other,) = set(media.RESAMPLERS) - {resampler}
+        got = cremad_log_spectrogram(samples, rate, other)
+    else:
+        got = cremad.SPECTROGRAM(librosa_length(IMPOSTORS[impostor](samples)), 22050)  # At 22050 Hz already.
+    assert mean_nats_from_librosa(got, resampler) > 0.05
+
+
+@pytest.mark.parametrize("resampler", media.RESAMPLERS)
+def test_resampling_a_band_limited_signal_evaluates_it_at_the_new_times(resampler):
+    rng = np.random.default_rng(0)
+    # Below 6 kHz: both resamplers' passbands end above it (at 8 kHz, 16 kHz's Nyquist, they cut).
+    frequencies, phases = np.array([110.0, 997.0, 2500.0, 4321.0, 6000.0]), rng.uniform(0, 2 * np.pi, 5)
+
+    def sines(count, rate):
+        times = np.arange(count)[:, None] / rate
+        return 0.18 * np.sin(2 * np.pi * frequencies * times + phases).sum(axis=1)
+
+    source = sines(16001, 16000)
+    got = media.resample(source, 16000, 22050, resampler)
+    assert got.dtype == np.float32 and len(got) == 22052  # ceil(16001 * 22050 / 16000), as librosa's.
+    interior = slice(2205, -2205)  # 0.1 s from either end, where the filters see zeros beyond the signal.
+    np.testing.assert_allclose(got[interior], sines(len(got), 22050)[interior], rtol=0, atol=1e-4)
+
+
+def test_resampling_to_the_same_rate_keeps_the_samples_and_an_unknown_resampler_is_refused():
+    samples = np.random.default_rng(0).uniform(-1, 1, 100).astype(np.float32)
+    assert media.resample(samples, 16000, 16000) is samples
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        media.log_spectrogram(samples, 16000, sample_rate=16000, seconds=0.01, n_fft=32, hop=8, resampler="fft")
 
 
 @pytest.mark.parametrize("dtype,channels", [(np.uint8, 1), (np.uint8, 2), (np.int16, 1), (np.int16, 2)])

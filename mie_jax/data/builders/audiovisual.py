@@ -32,6 +32,7 @@ class Spectrogram:
     seconds: float
     n_fft: int
     hop: int
+    resampler: str = media.DEFAULT_RESAMPLER  # Of wavs at another rate than sample_rate: one of media.RESAMPLERS.
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -84,6 +85,7 @@ class AudioVisualBuilder(PaperBuilder):
         audio_dir = require_dir(raw_dir / self.AUDIO_DIR, self.LAYOUT)
         frames_dir = require_dir(raw_dir / self.FRAMES_DIR, self.LAYOUT)
         size, num_frames = self.builder_config.image_size, self.builder_config.num_frames
+        self.record_setting("resampler", self.SPECTROGRAM.resampler)
 
         def decode(row):
             samples, rate = media.read_wav(audio_dir / f"{row[0]}.wav")
