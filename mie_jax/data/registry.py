@@ -1,19 +1,24 @@
 """The datasets ``experiments.run --dataset`` knows, behind one loader."""
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mie_jax.data import builders, emoji, mfeat
+from mie_jax.data import builders, columns, emoji, mfeat, prepare
 from mie_jax.models import bert
 
 SPLITS = ("train", "validation", "test")
 
 
 class Split(NamedTuple):
-    """One split: an input array per modality (rows aligned) and the labels."""
+    """One split: an input column per modality (rows aligned) and the labels.
+
+    A column is a numpy array or anything that reads rows by index
+    (:mod:`mie_jax.data.columns`); labels are always a numpy array.
+    """
 
     inputs: Mapping[str, np.ndarray]
     labels: np.ndarray
@@ -113,11 +118,16 @@ def _load_emoji(modalities, options):
 def _load_paper(name, modalities, options):
     """A paper dataset from its published files, prepared once by its TFDS builder.
 
-    Images and frames stay uint8 (the encoders scale them to [0, 1]: a quarter
-    of float32's memory); spectrograms get a channel axis; text becomes
-    WordPiece ids. Datasets published without a validation split (CREMA-D,
-    Kinetics-Sounds, NVGesture) hold out ``VALIDATION_FRACTION`` of every
-    training class, chosen by ``options.seed``; the test split is the published one.
+    Every modality is a :class:`~mie_jax.data.columns.RecordColumn` over the
+    prepared array_record files: batches are read when the trainer asks for
+    them, so host memory does not grow with the split. Images and frames stay
+    uint8 (the encoders scale them to [0, 1]); spectrograms get a channel
+    axis; text becomes WordPiece ids, batch by batch. Labels are read once and
+    kept beside the prepared copy (:func:`_labels`). Datasets prepared
+    without a validation split (CREMA-D, NVGesture, and Kinetics-Sounds unless
+    BML's ``KS_train_val.json`` was there) hold out ``VALIDATION_FRACTION`` of
+    every training class, chosen by ``options.seed``; the test split is the
+    published one.
     """
     cls = builders.builder_class(name)
     if options.data_dir is None:
@@ -125,33 +135,55 @@ def _load_paper(name, modalities, options):
     unknown = sorted(set(modalities) - set(cls.MODALITIES))
     if unknown:
         raise ValueError(f"{name} has the modalities {list(cls.MODALITIES)}, got unknown {unknown}.")
-    prepared_dir = options.prepared_dir or Path(options.data_dir) / "prepared"
+    prepared_dir = options.prepared_dir or prepare.default_prepared_dir(options.data_dir)
     builder = builders.prepare(cls, options.data_dir, prepared_dir,
                                image_size=options.image_size, num_frames=options.num_frames)
-    fields = (*modalities, "label")
-    raw = {split: builders.read_split(builder, split, fields) for split in cls.SPLITS}
-    if "validation" not in raw:
-        parts = mfeat.split_indices(raw["train"]["label"], options.seed, fractions=(1 - VALIDATION_FRACTION,),
-                                    names=("train", "validation"))
-        if not len(parts["validation"]):
-            raise ValueError(f"{name}: holding out {VALIDATION_FRACTION:.0%} of each training class left no "
-                             f"validation example ({len(parts['train'])} training examples).")
-        train = raw.pop("train")
-        raw.update({split: {f: a[parts[split]] for f, a in train.items()} for split in parts})
+    features = builder.info.features
+    text_length = options.text_length or PAPER_TEXT_LENGTH
     tokenizer = None
     if "text" in modalities:
         tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
 
-    def model_input(field, values):
+    def column(source, field):
         if field == "text":
-            return bert.tokenize(tokenizer, list(values), options.text_length or PAPER_TEXT_LENGTH)[0]
-        if field == "audio":
-            return values[..., None]  # One channel, as a 2-D image.
-        return values
+            return columns.RecordColumn(source, field, (text_length,), np.int32,
+                                        lambda texts: bert.tokenize(tokenizer, texts, text_length)[0])
+        shape, dtype = tuple(features[field].shape), features[field].np_dtype
+        if field == "audio":  # One channel, as a 2-D image.
+            return columns.RecordColumn(source, field, (*shape, 1), dtype, lambda values: values[..., None])
+        return columns.RecordColumn(source, field, shape, dtype)
 
-    splits = {split: Split({m: model_input(m, raw[split][m]) for m in modalities}, raw[split]["label"].astype(np.int32))
-              for split in SPLITS}
-    return len(builder.info.features["label"].names), splits
+    published = {}
+    for split in builders.split_counts(builder):  # Kinetics-Sounds has a validation split only where BML's file was.
+        source = builder.as_data_source(split)
+        published[split] = Split({m: column(source, m) for m in modalities}, _labels(builder, split, source))
+    if "validation" not in published:
+        train = published.pop("train")
+        parts = mfeat.split_indices(train.labels, options.seed, fractions=(1 - VALIDATION_FRACTION,),
+                                    names=("train", "validation"))
+        if not len(parts["validation"]):
+            raise ValueError(f"{name}: holding out {VALIDATION_FRACTION:.0%} of each training class left no "
+                             f"validation example ({len(parts['train'])} training examples).")
+        published.update({split: Split({m: columns.take_rows(c, rows) for m, c in train.inputs.items()},
+                                       train.labels[rows]) for split, rows in parts.items()})
+    return len(features["label"].names), {split: published[split] for split in SPLITS}
+
+
+def _labels(builder, split: str, source) -> np.ndarray:
+    """Every label of a prepared split, read once and then kept in ``<split>-labels.npy`` beside it.
+
+    Reading a label means reading its whole record; the file makes later loads
+    of a large split (and its class-stratified hold-out) instant.
+    """
+    path = Path(builder.data_dir) / f"{split}-labels.npy"
+    if path.is_file():
+        return np.load(path)
+    labels = np.fromiter((source[i]["label"] for i in range(len(source))), np.int32, len(source))
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(partial, "wb") as f:
+        np.save(f, labels)
+    os.replace(partial, path)  # A killed load leaves no half-written labels behind.
+    return labels
 
 
 # Emoji names are short: 24 WordPiece tokens hold every one of them with [CLS] and [SEP].
