@@ -1,7 +1,10 @@
 """Training configuration: one dataclass, variant presets, and ``key=value`` overrides."""
 
 import dataclasses
+import math
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from mie_jax.data.registry import LoadOptions
 
@@ -169,16 +172,24 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "augment", tuple(self.augment))
         object.__setattr__(self, "imagenet_normalize", tuple(self.imagenet_normalize))
-        object.__setattr__(self, "phase_schedule", tuple(int(e) for e in self.phase_schedule))
+        object.__setattr__(self, "phase_schedule", _epochs_list("phase_schedule", self.phase_schedule))
         _check_choice("method", self.method, METHODS)
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("covariance", self.covariance, ("pass", "online"))
+        _check_choice("covariance_statistic", self.covariance_statistic, ("batch_mean", "second_moment"))
         _check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "step", "plateau"))
+        _check_choice("sam_normalize", self.sam_normalize, ("global", "per_tensor"))
         _check_choice("sam_params", self.sam_params, ("all", "head"))
         _check_choice("selection_metric", self.selection_metric, ("accuracy", "macro_f1"))
         _check_choice("select_on", self.select_on, ("validation", "test"))
         _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
+        for name in ("sam_per_device", "fresh_optimizer_per_phase", "reload_best_per_phase", "mla_projection"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        for name in ("encoder", "bert_dir", "prepared_dir"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}.")
         if len(self.modalities) < 2 and self.method not in ("unimodal",):
             raise ValueError(f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}.")
         for name in ("augment", "imagenet_normalize"):
@@ -186,16 +197,14 @@ class TrainConfig:
             if unknown:
                 raise ValueError(f"{name} must name modalities of this run {list(self.modalities)}, got {unknown} "
                                  f"(--set {name}= names none).")
-        for name in ("outer_iterations", "phase_epochs", "batch_size", "covariance_batch_size", "dim",
-                     "lr_step_epochs", "lr_patience", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("chunk_steps", "checkpoint_every_steps", "checkpoint_every_minutes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: off, or automatic), got {getattr(self, name)}.")
-        for name in ("image_size", "num_frames", "text_length"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: the dataset's default), got {getattr(self, name)}.")
+        for name, low, note in _INT_RANGES:
+            _check_int(name, getattr(self, name), low, note)
+        if self.seed > _MAX_SEED:
+            raise ValueError(f"seed must be in [0, {_MAX_SEED}], got {self.seed} (--seed or --set seed=).")
+        for name, low, high, note in _FLOAT_RANGES:
+            _check_float(name, getattr(self, name), low, high, note)
+        if self.sam_mix is not None:
+            _check_float("sam_mix", self.sam_mix, ("[", 0.0), ("]", 1.0), "None: the paper's SAM")
 
     def load_options(self, data_dir: Optional[str] = None) -> LoadOptions:
         """How to read the dataset for this run."""
@@ -230,6 +239,66 @@ REFERENCE_PRESET = {
     "reload_best_per_phase": True,
     "mixup_alpha": 1.0,
 }
+
+
+_MAX_SEED = 2**32 - 1
+
+# (name, lowest value, what it means), checked as integers.
+_INT_RANGES = (
+    ("dim", 1, ""), ("resnet_width", 1, ""), ("encoder_hidden", 1, ""),
+    ("outer_iterations", 1, ""), ("phase_epochs", 1, ""), ("batch_size", 1, ""),
+    ("covariance_batch_size", 1, ""), ("lr_step_epochs", 1, ""), ("lr_patience", 1, ""),
+    ("eval_batch_size", 1, ""),
+    ("seed", 0, "--seed or --set seed="), ("num_devices", 0, "0: all devices"),
+    ("skip_nonfinite_steps", 0, "0: stop at a non-finite loss"),
+    ("chunk_steps", 0, "0: automatic"), ("checkpoint_every_steps", 0, "0: off"),
+    ("image_size", 0, "0: the dataset's default"), ("num_frames", 0, "0: the dataset's default"),
+    ("text_length", 0, "0: the dataset's default"),
+)
+# (name, (bracket, low), (bracket, high), what it means), checked as finite numbers;
+# "(" and ")" exclude the bound, "[" and "]" include it, None leaves that side open.
+_FLOAT_RANGES = (
+    ("tau", ("(", 0.0), None, "T's damping strength, Eq. 7; the paper: 0.4"),
+    ("rho", ("[", 0.0), None, "SAM's radius"),
+    ("learning_rate", ("(", 0.0), None, ""),
+    ("momentum", ("[", 0.0), (")", 1.0), ""),
+    ("weight_decay", ("[", 0.0), None, ""),
+    ("mixup_alpha", ("[", 0.0), None, "0: no mixup"),
+    ("ogm_alpha", ("[", 0.0), None, ""),
+    ("mla_alpha_base", ("(", 0.0), None, ""),
+    ("lr_decay", ("(", 0.0), ("]", 1.0), "the factor of the step and plateau schedules"),
+    ("checkpoint_every_minutes", ("[", 0.0), None, "0: off"),
+)
+
+
+def _epochs_list(name, values):
+    try:
+        epochs = tuple(int(e) for e in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must list whole numbers of epochs, e.g. 25,50, got {','.join(map(str, values))!r}.") from None
+    if any(e < 1 for e in epochs):
+        raise ValueError(f"{name} must list epochs >= 1, got {list(epochs)}.")
+    return epochs
+
+
+def _check_int(name, value, low, note=""):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}" + (f" ({note})" if note else "") + f", got {value}.")
+
+
+def _check_float(name, value, low, high, note=""):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    bounds = (f"{low[0]}{low[1]:g}" if low else "(-inf") + ", " + (f"{high[1]:g}{high[0]}" if high else "inf)")
+    ok = math.isfinite(value) and not (
+        low and (value < low[1] or (low[0] == "(" and value == low[1]))) and not (
+        high and (value > high[1] or (high[0] == ")" and value == high[1])))
+    if not ok:
+        raise ValueError(f"{name} must be a finite number in {bounds}" + (f" ({note})" if note else "")
+                         + f", got {value}.")
 
 
 def _check_choice(name, value, choices):
