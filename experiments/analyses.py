@@ -35,7 +35,7 @@ from experiments import configs, report
 from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import MultimodalDataset, load_dataset
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import TrainConfig, make_config, train
+from mie_jax.train import TrainConfig, loop, make_config, train
 from mie_jax.train.trainer import build_method, evaluate
 
 DATASET = "mfeat"
@@ -250,8 +250,8 @@ def train_to_end(config: TrainConfig, dataset: MultimodalDataset):
     method = build_method(config, dataset)
     state = method.init()
     for phase in range(method.num_phases):
-        state, info = method.run_phase(state, phase)
-        if not np.all(np.isfinite(info["losses"])):
+        state, losses = loop.run_phase(method, state, phase)
+        if not np.all(np.isfinite(losses)):
             raise FloatingPointError(f"{config.method} seed {config.seed}: non-finite loss in phase {phase + 1}.")
     return method, method.variables(state)
 

@@ -10,7 +10,7 @@ from flax import nnx
 import mie_jax
 from experiments import configs
 from mie_jax.train import make_config
-from mie_jax.train import steps
+from mie_jax.train import feed, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 
 BATCH, FEATURES, CLASSES, RHO, LR = 8, 6, 3, 0.5, 0.1
@@ -28,13 +28,12 @@ def setup(sam_per_device, sam_params="all"):
 
 def one_step(sam_groups):
     graphdef, params, model_state, tx = setup(sam_per_device=sam_groups > 0)
-    phase = steps.make_phase_fn(graphdef, tx, sam_groups=sam_groups)
+    step = jax.jit(steps.make_train_step(graphdef, tx, "x", sam_groups=sam_groups))
     x = jax.random.normal(jax.random.key(1), (BATCH, FEATURES))
     y = jnp.arange(BATCH) % CLASSES
-    indices = jnp.arange(BATCH, dtype=jnp.int32)[None]
-    out = phase(params, model_state, tx.init(params), steps.zero_covariances(params), x, y, indices,
-                jnp.ones(1), indices, None)
-    return out[0], (graphdef, params, model_state, x, y)
+    batch = feed.Batch({"x": x}, y, jnp.ones(()), jnp.arange(BATCH), {})
+    (trained, *_), _ = step(None, (params, model_state, tx.init(params), steps.zero_covariances(params)), batch)
+    return trained, (graphdef, params, model_state, x, y)
 
 
 def reference_step(graphdef, params, model_state, x, y, groups):

@@ -75,7 +75,7 @@ def test_covariance_pass_equals_eq5_over_batches_of_twelve():
     state = method.init()
     params, model_state = state["params"]["mor"], state["model_state"]["mor"]
     inputs = method.inputs["mor"]
-    covariance = method.covariance_passes["mor"](params, model_state, inputs, 12)
+    covariance = method.covariance_passes["mor"](params, model_state, inputs, 12, group=4)
     (_, layer_inputs), _ = steps.apply_model(method.graphdefs["mor"], params, model_state, inputs, train=False)
     for layer in ("fc1", "fc2", "fc3"):
         features = np.asarray(layer_inputs[layer], np.float64)
@@ -152,3 +152,10 @@ def test_skip_nonfinite_steps_trains_through_corrupt_rows_and_counts_them():
     skipped = [r["nonfinite_steps"] for r in results["history"]]
     assert skipped[0] > 0 and skipped[1] == 0  # fac's batches with a corrupt row; mor is clean.
     assert results["test"]["fac"]["accuracy"] > 0.6
+
+
+def test_outputs_that_overflow_while_every_bad_step_was_skipped_stop_naming_phase_and_cause():
+    config = small_config("unimodal", modalities=("fac", "mor"), learning_rate=1e8, skip_nonfinite_steps=1000)
+    with pytest.raises(NonFiniteLossError, match=r"phase 1/2 \(fac\): the fac predictions hold non-finite values "
+                                                 r"after \d+ of 12 steps were skipped .* no checkpoint was written"):
+        train(config, dataset(("fac", "mor")))

@@ -1,8 +1,8 @@
 """Training-time image augmentation on the device: the random resized crop and the mirror flip.
 
 The boxes and flips are drawn on the host (:func:`mie_jax.data.crops.crop_draws`,
-from the phase's seed), like the batch order and the mixup draws, so a phase
-stays one jitted ``lax.scan``; only the resampling runs on the device.
+from the phase's seed), like the batch order and the mixup draws, so results do
+not depend on how a phase is cut into chunks; only the resampling runs on the device.
 """
 
 import jax
@@ -46,9 +46,8 @@ def crop_and_flip(images: jax.Array, boxes: jax.Array, flips: jax.Array) -> jax.
     return jax.vmap(one)(images, boxes, flips)
 
 
-def gather(inputs: jax.Array, indices: jax.Array, crop=None) -> jax.Array:
-    """``inputs[indices]``, through :func:`crop_and_flip` when ``crop`` is ``(boxes, flips)``."""
-    x = inputs[indices]
+def apply(x: jax.Array, crop=None) -> jax.Array:
+    """A batch through :func:`crop_and_flip` when ``crop`` is ``(boxes, flips)``, else as it is."""
     return x if crop is None else crop_and_flip(x, *crop)
 
 

@@ -23,7 +23,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import augment, batches, parallel, steps
+from mie_jax.train import augment, batches, feed, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
@@ -69,8 +69,7 @@ class JointMethod(SingleModelMethod):
         else:
             encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
-        self._finish(model, steps.make_optimizer(
-            config, sam=False, steps_per_epoch=batches.steps_per_epoch(self.labels.shape[0], config.batch_size)))
+        self._finish(model, steps.make_optimizer(config, sam=False, steps_per_epoch=self.steps_per_epoch))
         self.predict = steps.make_predict(self.graphdef)
 
     def _modality_scores(self, params, model_state, features, y):
@@ -86,52 +85,47 @@ class JointMethod(SingleModelMethod):
             scores.append(jnp.sum(jnp.take_along_axis(probabilities, y[:, None], axis=1)))
         return names, jnp.stack(scores)
 
-    def _make_phase_fn(self):
+    def _make_step(self):
         graphdef, tx, config, mesh = self.graphdef, self.tx, self.config, self.mesh
         modulate = config.method == "ogm_ge"
 
-        @jax.jit
-        def phase(params, model_state, opt_state, inputs, labels, batch_indices, keys, crops):
-            def step(carry, batch):
-                params, model_state, opt_state = carry
-                indices, key, crop = batch
-                xs = {m: augment.gather(inputs[m], indices, crop.get(m)) for m in inputs}
-                xs, y = parallel.shard_batch((xs, labels[indices]), mesh)
+        def step(constants, carry, batch):
+            del constants
+            params, model_state, opt_state = carry
+            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
+            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
 
-                def loss_fn(p):
-                    (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)
-                    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                    return loss, (features, new_state)
+            def loss_fn(p):
+                (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                return loss, (features, new_state)
 
-                def modify_grads(grads, aux):
-                    features = jax.lax.stop_gradient(aux[0])
-                    names, scores = self._modality_scores(params, model_state, features, y)
-                    coefficients = ogm_coefficients(scores, config.ogm_alpha)
-                    encoders = dict(grads["encoders"])
-                    for i, name in enumerate(names):
-                        leaves, treedef = jax.tree.flatten(encoders[name])
-                        leaf_keys = jax.random.split(jax.random.fold_in(key, i), len(leaves))
-                        encoders[name] = jax.tree.unflatten(
-                            treedef, [_with_noise(g, coefficients[i], k) for g, k in zip(leaves, leaf_keys)]
-                        )
-                    return {**grads, "encoders": encoders}
+            def modify_grads(grads, aux):
+                features = jax.lax.stop_gradient(aux[0])
+                names, scores = self._modality_scores(params, model_state, features, y)
+                coefficients = ogm_coefficients(scores, config.ogm_alpha)
+                encoders = dict(grads["encoders"])
+                for i, name in enumerate(names):
+                    leaves, treedef = jax.tree.flatten(encoders[name])
+                    leaf_keys = jax.random.split(jax.random.fold_in(batch.key, i), len(leaves))
+                    encoders[name] = jax.tree.unflatten(
+                        treedef, [_with_noise(g, coefficients[i], k) for g, k in zip(leaves, leaf_keys)]
+                    )
+                return {**grads, "encoders": encoders}
 
-                params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-                    loss_fn, tx, params, opt_state, modify_grads=modify_grads if modulate else None
-                )
-                return (params, model_state, opt_state), loss
-
-            (params, model_state, opt_state), losses = jax.lax.scan(
-                step, (params, model_state, opt_state), (batch_indices, keys, crops)
+            params, opt_state, loss, (_, model_state) = steps.optimizer_step(
+                loss_fn, tx, params, opt_state, modify_grads=modify_grads if modulate else None
             )
-            return params, model_state, opt_state, losses
+            return (params, model_state, opt_state), loss
 
-        return phase
+        return step
 
-    def _phase_extras(self, rng, order) -> tuple:
+    def _phase_keys(self, rng, num_steps: int):
         # OGM-GE's noise: one key per step, drawn from the phase's own stream.
-        return (jax.random.split(jax.random.key(int(rng.integers(2**31))), order.shape[0]),)
+        return jax.random.split(jax.random.key(int(rng.integers(2**31))), num_steps)
 
     def logits(self, variables, inputs) -> dict:
-        inputs = {m: jnp.asarray(inputs[m]) for m in self.modalities}
-        return {"joint": self.predict(variables["params"], variables["model_state"], inputs)}
+        """The joint prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
+        columns = {m: inputs[m] for m in self.modalities}
+        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
+        return {"joint": feed.map_batches(predict, columns, self.config.eval_batch_size, self.mesh)}

@@ -21,7 +21,7 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import augment, batches, parallel, steps
+from mie_jax.train import augment, batches, feed, parallel, steps
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
 
@@ -44,7 +44,7 @@ class SharedHeadMethod(SingleModelMethod):
         encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
         model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
         projection = None
-        m, per_epoch = len(self.modalities), batches.steps_per_epoch(self.labels.shape[0], config.batch_size)
+        m, per_epoch = len(self.modalities), self.steps_per_epoch
         if config.mla_projection:
             base = config.mla_alpha_base
             projection = mie_jax.orthogonal_projection(
@@ -56,47 +56,41 @@ class SharedHeadMethod(SingleModelMethod):
         self._finish(model, steps.make_optimizer(config, sam=False, steps_per_epoch=m * per_epoch, projection=projection))
         self.predicts = {m: steps.make_predict(self.graphdef, modality=m) for m in self.modalities}
 
-    def _make_phase_fn(self):
+    def _make_step(self):
         graphdef, tx, modalities = self.graphdef, self.tx, self.modalities
         project, mesh = self.config.mla_projection, self.mesh
 
-        @jax.jit
-        def phase(params, model_state, opt_state, inputs, labels, batch_indices, crops):
-            def step(carry, batch):
-                params, model_state, opt_state = carry
-                indices, crop = batch
+        def step(constants, carry, batch):
+            del constants
+            params, model_state, opt_state = carry
 
-                def features_of(aux):
-                    return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
+            def features_of(aux):
+                return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
 
-                y = parallel.shard_batch(labels[indices], mesh)
-                losses = []
-                for m in modalities:
-                    x = parallel.shard_batch(augment.gather(inputs[m], indices, crop.get(m)), mesh)
+            y = parallel.shard_batch(batch.labels, mesh)
+            losses = []
+            for m in modalities:
+                x = parallel.shard_batch(augment.apply(batch.inputs[m], batch.crops.get(m)), mesh)
 
-                    def loss_fn(p, x=x, m=m, model_state=model_state):
-                        (logits, layer_inputs), new_state = steps.apply_model(
-                            graphdef, p, model_state, x, m, train=True
-                        )
-                        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                        return loss, (layer_inputs, new_state)
+                def loss_fn(p, x=x, m=m, model_state=model_state):
+                    (logits, layer_inputs), new_state = steps.apply_model(graphdef, p, model_state, x, m, train=True)
+                    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                    return loss, (layer_inputs, new_state)
 
-                    params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-                        loss_fn, tx, params, opt_state,
-                        extra_args_from_aux=features_of if project else None,
-                    )
-                    losses.append(loss)
-                return (params, model_state, opt_state), jnp.mean(jnp.stack(losses))
+                params, opt_state, loss, (_, model_state) = steps.optimizer_step(
+                    loss_fn, tx, params, opt_state,
+                    extra_args_from_aux=features_of if project else None,
+                )
+                losses.append(loss)
+            return (params, model_state, opt_state), jnp.mean(jnp.stack(losses))
 
-            (params, model_state, opt_state), losses = jax.lax.scan(
-                step, (params, model_state, opt_state), (batch_indices, crops)
-            )
-            return params, model_state, opt_state, losses
-
-        return phase
+        return step
 
     def logits(self, variables, inputs) -> dict:
+        """Every modality's logits through the shared head, ``eval_batch_size`` rows at a time (host arrays)."""
         return {
-            m: self.predicts[m](variables["params"], variables["model_state"], jnp.asarray(inputs[m]))
+            m: feed.map_batches(
+                lambda batch, m=m: self.predicts[m](variables["params"], variables["model_state"], batch[m]),
+                {m: inputs[m]}, self.config.eval_batch_size, self.mesh)
             for m in self.modalities
         }

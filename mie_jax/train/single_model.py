@@ -1,36 +1,37 @@
 """What the one-model methods share: joint, OGM-GE and MLA train one model, one epoch per phase."""
 
-import jax.numpy as jnp
 import numpy as np
 
-from mie_jax.train import augment, batches, steps
+from mie_jax.train import augment, batches, feed, loop, steps
 from mie_jax.train.config import TrainConfig
 
 
 class SingleModelMethod:
     """One model over all modalities; phase ``i`` is epoch ``i + 1`` over the paired data.
 
-    Subclasses build ``self.model`` and ``self.tx`` in ``__init__`` after
-    calling ``super().__init__``, then ``self._finish(model, tx)``, and provide
-    ``_make_phase_fn`` returning a jitted ``(params, model_state, opt_state,
-    inputs, labels, batch_indices, *extras, crops) -> (params, model_state,
-    opt_state, losses)``; ``_phase_extras`` supplies the extras, and
-    ``crops`` maps each augmented modality to its ``(boxes, flips)``.
+    Subclasses build the model and the optimizer in ``__init__`` after calling
+    ``super().__init__``, then call ``self._finish(model, tx)``, and provide
+    ``_make_step`` returning ``step(constants, carry, batch) -> (carry, loss)``
+    with ``carry = (params, model_state, opt_state)`` and ``batch`` a
+    :class:`~mie_jax.train.feed.Batch` over every modality;
+    ``_phase_keys`` may supply per-step PRNG keys.
     """
 
     def __init__(self, config: TrainConfig, train_split, mesh=None):
         self.config = config
         self.mesh = mesh
         self.modalities = tuple(config.modalities)
-        self.inputs = {m: jnp.asarray(train_split.inputs[m]) for m in self.modalities}
-        self.labels = jnp.asarray(train_split.labels)
+        self.inputs = {m: train_split.inputs[m] for m in self.modalities}  # Host columns, read batch by batch.
+        self.labels = np.asarray(train_split.labels, np.int32)
+        self.steps_per_epoch = batches.steps_per_epoch(len(self.labels), config.batch_size)
         augment.check_augmentable(config, self.inputs)
 
     def _finish(self, model, tx):
         self.graphdef, params, model_state = steps.split_model(model)
         self._initial = {"params": params, "model_state": model_state}
         self.tx = tx
-        self.phase_fn = self._make_phase_fn()
+        self.train_step = self._make_step()
+        self.run_chunk = loop.chunk_runner(self.train_step)
 
     @property
     def num_phases(self) -> int:
@@ -45,18 +46,28 @@ class SingleModelMethod:
     def variables(self, state):
         return {"params": state["params"], "model_state": state["model_state"]}
 
-    def _phase_extras(self, rng, order) -> tuple:
-        del rng, order
-        return ()
+    def _phase_keys(self, rng, num_steps: int):
+        del rng, num_steps
+        return None
 
-    def run_phase(self, state, phase: int, best_variables=None):
-        del best_variables  # One model trained throughout: no stages to restart.
+    def draws(self, phase: int) -> feed.StepDraws:
+        """The epoch's batch order, crops and keys: a pure function of (seed, phase); no mixup."""
         rng = batches.phase_rng(self.config.seed, phase)
-        order = batches.epoch_batches(rng, self.labels.shape[0], self.config.batch_size, 1)
-        params, model_state, opt_state, losses = self.phase_fn(
-            state["params"], state["model_state"], state["opt_state"], self.inputs, self.labels, order,
-            *self._phase_extras(rng, order),
-            crops=augment.phase_crops(self.config, self.inputs, phase, order.shape, self.modalities),
-        )
-        state = {"params": params, "model_state": model_state, "opt_state": opt_state}
-        return state, {"losses": np.asarray(losses)}
+        order = batches.epoch_batches(rng, len(self.labels), self.config.batch_size, 1)
+        lam, partners = batches.mixup_draws(rng, 0.0, order.shape[0], self.config.batch_size)
+        crops = augment.phase_crops(self.config, self.inputs, phase, order.shape, self.modalities)
+        return feed.StepDraws(order, lam, partners, crops, self._phase_keys(rng, order.shape[0]))
+
+    def phase_plan(self, state, phase: int, best_variables=None, *, inside: bool = False) -> loop.PhasePlan:
+        del best_variables, inside  # One model trained throughout: no stages to restart.
+        carry = (state["params"], state["model_state"], state["opt_state"])
+        return loop.PhasePlan(self.run_chunk, None, carry, self.draws(phase), self.inputs, self.labels,
+                              self.steps_per_epoch)
+
+    def state_inside(self, state, phase: int, carry) -> dict:
+        del state, phase
+        params, model_state, opt_state = carry
+        return {"params": params, "model_state": model_state, "opt_state": opt_state}
+
+    def finish_phase(self, state, phase: int, carry) -> dict:
+        return self.state_inside(state, phase, carry)

@@ -1,17 +1,18 @@
-"""Jitted pieces shared by the methods: optimizer, training phase, covariance pass, prediction."""
+"""Pieces shared by the methods: optimizer, a unimodal training step, the covariance pass, prediction."""
 
 import functools
 from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 import mie_jax
 from mie_jax.models.encoders import scale_pixels
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import augment, parallel
+from mie_jax.train import augment, feed, parallel
 from mie_jax.train.config import TrainConfig
 
 
@@ -141,19 +142,20 @@ def optimizer_step(
 SAM_GROUP_AXIS = "sam_group"
 
 
-def make_phase_fn(
-    graphdef, tx, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None, sam_groups: int = 0
+def make_train_step(
+    graphdef, tx, modality: str, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None,
+    sam_groups: int = 0,
 ) -> Callable:
-    """One modality's phase as a single jitted ``lax.scan`` over its steps.
+    """One training step of a unimodal classifier: ``step(transforms, carry, batch) -> (carry, loss)``.
 
-    The returned function takes ``(params, model_state, opt_state, covariance,
-    inputs, labels, batch_indices [S, B], lam [S], partners [S, B],
-    transforms, crops=None)`` and returns ``(params, model_state, opt_state,
-    covariance, losses [S])``; ``crops``, ``(boxes [S, B, 4], flips [S, B])``,
-    augments each batch (:mod:`mie_jax.train.augment`). With
-    ``online_covariance`` each step also adds its head-layer inputs to
-    ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, each
-    batch is split over its devices (:mod:`mie_jax.train.parallel`).
+    ``carry`` is ``(params, model_state, opt_state, covariance)``;
+    ``batch`` a :class:`~mie_jax.train.feed.Batch` whose ``inputs[modality]``
+    are the rows, augmented by ``batch.crops`` (:mod:`mie_jax.train.augment`)
+    and mixed up with ``lam`` and ``partners``; ``transforms`` is the tree of
+    ``T`` matrices (or ``None``) that :func:`mie_jax.flat_projection` applies.
+    With ``online_covariance`` the step also adds its head-layer inputs to
+    ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, the batch
+    is split over its devices (:mod:`mie_jax.train.parallel`).
 
     ``sam_groups > 0`` splits every batch into that many equal parts, each
     perturbed along its own gradient (m-sharpness; with one part per device,
@@ -163,55 +165,45 @@ def make_phase_fn(
     and BatchNorm statistics are averaged over the parts.
     """
 
-    @jax.jit
-    def phase(params, model_state, opt_state, covariance, inputs, labels, batch_indices, lam, partners,
-              transforms, crops=None):
-        def step(carry, batch):
-            params, model_state, opt_state, covariance = carry
-            indices, lam_t, partner, crop = batch
-            x, y = scale_pixels(augment.gather(inputs, indices, crop)), labels[indices]
-            if jnp.issubdtype(x.dtype, jnp.floating):
-                x = lam_t * x + (1.0 - lam_t) * x[partner]
-            else:  # Token ids cannot be mixed: mixup applies to continuous inputs only.
-                lam_t = jnp.ones_like(lam_t)
-            x, y, partner_y = parallel.shard_batch((x, y, y[partner]), mesh)
+    def step(transforms, carry, batch):
+        params, model_state, opt_state, covariance = carry
+        x = scale_pixels(augment.apply(batch.inputs[modality], batch.crops.get(modality)))
+        y, lam, partner = batch.labels, batch.lam, batch.partners
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            x = lam * x + (1.0 - lam) * x[partner]
+        else:  # Token ids cannot be mixed: mixup applies to continuous inputs only.
+            lam = jnp.ones_like(lam)
+        x, y, partner_y = parallel.shard_batch((x, y, y[partner]), mesh)
 
-            def update(x, y, partner_y, axis_name=None):
-                def loss_fn(p):
-                    (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
-                    return mixup_cross_entropy(logits, y, partner_y, lam_t), (layer_inputs, new_state)
+        def update(x, y, partner_y, axis_name=None):
+            def loss_fn(p):
+                (logits, layer_inputs), new_state = apply_model(graphdef, p, model_state, x, train=True)
+                return mixup_cross_entropy(logits, y, partner_y, lam), (layer_inputs, new_state)
 
-                new_params, new_opt_state, loss, (layer_inputs, new_model_state) = optimizer_step(
-                    loss_fn, tx, params, opt_state, axis_name=axis_name, transforms=transforms
-                )
-                if axis_name is not None:
-                    new_model_state = jax.lax.pmean(new_model_state, axis_name)
-                return new_params, new_opt_state, loss, new_model_state, layer_inputs
+            new_params, new_opt_state, loss, (layer_inputs, new_model_state) = optimizer_step(
+                loss_fn, tx, params, opt_state, axis_name=axis_name, transforms=transforms
+            )
+            if axis_name is not None:
+                new_model_state = jax.lax.pmean(new_model_state, axis_name)
+            return new_params, new_opt_state, loss, new_model_state, layer_inputs
 
-            if sam_groups:
-                parts = jax.tree.map(lambda a: a.reshape(sam_groups, -1, *a.shape[1:]), (x, y, partner_y))
-                params, opt_state, loss, model_state, layer_inputs = jax.vmap(
-                    functools.partial(update, axis_name=SAM_GROUP_AXIS), axis_name=SAM_GROUP_AXIS,
-                    out_axes=(None, None, None, None, 0),
-                )(*parts)
-                layer_inputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), layer_inputs)
-            else:
-                params, opt_state, loss, model_state, layer_inputs = update(x, y, partner_y)
-            if online_covariance:
-                covariance = {
-                    layer: mie_jax.update_covariance(
-                        covariance[layer], layer_inputs[layer], statistic=statistic
-                    )
-                    for layer in HEAD_LAYERS
-                }
-            return (params, model_state, opt_state, covariance), loss
+        if sam_groups:
+            parts = jax.tree.map(lambda a: a.reshape(sam_groups, -1, *a.shape[1:]), (x, y, partner_y))
+            params, opt_state, loss, model_state, layer_inputs = jax.vmap(
+                functools.partial(update, axis_name=SAM_GROUP_AXIS), axis_name=SAM_GROUP_AXIS,
+                out_axes=(None, None, None, None, 0),
+            )(*parts)
+            layer_inputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), layer_inputs)
+        else:
+            params, opt_state, loss, model_state, layer_inputs = update(x, y, partner_y)
+        if online_covariance:
+            covariance = {
+                layer: mie_jax.update_covariance(covariance[layer], layer_inputs[layer], statistic=statistic)
+                for layer in HEAD_LAYERS
+            }
+        return (params, model_state, opt_state, covariance), loss
 
-        (params, model_state, opt_state, covariance), losses = jax.lax.scan(
-            step, (params, model_state, opt_state, covariance), (batch_indices, lam, partners, crops)
-        )
-        return params, model_state, opt_state, covariance, losses
-
-    return phase
+    return step
 
 
 def zero_covariances(params) -> dict:
@@ -223,10 +215,14 @@ def zero_covariances(params) -> dict:
 
 
 def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:
-    """Eq. 5 over a whole split: ``fn(params, model_state, inputs, batch_size) -> {layer: Ybar}``.
+    """Eq. 5 over a whole split: ``fn(params, model_state, column, batch_size, group, mesh=None) -> {layer: Ybar}``.
 
-    Batches are taken in order (every example once; the last batch may be
-    smaller), in evaluation mode, with the parameters held fixed and no gradient.
+    Batches of ``batch_size`` rows are taken in order (every example once; the
+    last batch may be smaller), in evaluation mode, with the parameters held
+    fixed and no gradient. ``group`` batches at a time are read from the host
+    ``column`` and scanned in one call (the last group padded with masked
+    batches), so device memory holds ``group * batch_size`` rows, whatever the
+    split's size.
     """
 
     def accumulate(params, model_state, covariance, x):
@@ -237,21 +233,35 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
         }
 
     @jax.jit
-    def full_batches(params, model_state, covariance, batches):
-        return jax.lax.scan(
-            lambda c, x: (accumulate(params, model_state, c, x), None), covariance, batches
-        )[0]
+    def group_of_batches(params, model_state, covariance, batches, valid):
+        def body(c, batch_and_valid):
+            x, is_real = batch_and_valid
+            updated = accumulate(params, model_state, c, x)
+            return jax.tree.map(lambda new, old: jnp.where(is_real, new, old), updated, c), None
+
+        return jax.lax.scan(body, covariance, (batches, valid))[0]
 
     accumulate_one = jax.jit(accumulate)
 
-    def covariance_pass(params, model_state, inputs, batch_size):
+    def covariance_pass(params, model_state, column, batch_size, group, mesh=None):
         covariance = zero_covariances(params)
-        whole = (inputs.shape[0] // batch_size) * batch_size
+        length = len(column)
+        whole = length // batch_size
+
+        def load(first):
+            batch_ids = np.arange(first, first + group)
+            valid = batch_ids < whole
+            rows = np.minimum(batch_ids, whole - 1)[:, None] * batch_size + np.arange(batch_size)
+            x = np.asarray(column[rows.reshape(-1)]).reshape(group, batch_size, *column.shape[1:])
+            return feed.put_rows(x, None), jax.device_put(valid)
+
         if whole:
-            batches = inputs[:whole].reshape(-1, batch_size, *inputs.shape[1:])
-            covariance = full_batches(params, model_state, covariance, batches)
-        if whole < inputs.shape[0]:
-            covariance = accumulate_one(params, model_state, covariance, inputs[whole:])
+            loads = (lambda first=first: load(first) for first in range(0, whole, group))
+            for batches, valid in feed.prefetched(loads):
+                covariance = group_of_batches(params, model_state, covariance, batches, valid)
+        if whole * batch_size < length:
+            rest = np.asarray(column[np.arange(whole * batch_size, length)])
+            covariance = accumulate_one(params, model_state, covariance, rest)
         return covariance
 
     return covariance_pass

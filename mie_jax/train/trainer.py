@@ -1,7 +1,10 @@
-"""The run driver shared by every method: phases, validation, model selection, checkpoints."""
+"""The run driver shared by every method: chunked phases, validation, model selection, checkpoints."""
 
+import contextlib
 import math
-from typing import Callable, Optional
+import sys
+import time
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,7 @@ import numpy as np
 
 from mie_jax import fusion, metrics
 from mie_jax.data.registry import MultimodalDataset, Split, check_dataset
-from mie_jax.train import checkpoint, parallel
+from mie_jax.train import checkpoint, feed, loop, parallel, progress
 from mie_jax.train.alternating import AlternatingMethod
 from mie_jax.train.joint import JointMethod
 from mie_jax.train.shared_head import SharedHeadMethod
@@ -41,11 +44,20 @@ def build_method(config: TrainConfig, dataset: MultimodalDataset, mesh=None):
 def evaluate(method, variables, split: Split) -> dict:
     """Metrics of each modality's prediction and of every fusion of them.
 
+    The split is read ``eval_batch_size`` rows at a time (``method.logits``),
+    so device memory does not grow with its size.
+
     Returns a dict from prediction name (a modality, ``average``,
     ``weighted``, or ``joint`` for jointly trained models) to
     :func:`mie_jax.metrics.classification_metrics`.
+
+    Raises:
+      NonFiniteLossError: a prediction holds non-finite logits.
     """
     logits = method.logits(variables, split.inputs)
+    for name, value in logits.items():
+        if not np.all(np.isfinite(value)):
+            raise NonFiniteLossError(f"the {name} predictions hold non-finite values")
     results = {
         name: metrics.classification_metrics(split.labels, np.asarray(jax.nn.softmax(value)))
         for name, value in logits.items()
@@ -64,6 +76,19 @@ def headline(method, fusion_name: str) -> str:
     return fusion_name if method.per_modality else "joint"
 
 
+class _Position(NamedTuple):
+    """Where a run stands: the phase, the steps done in it and their losses, and the run's steps so far."""
+
+    phase: int = 0
+    phase_step: int = 0
+    phase_losses: tuple = ()
+    steps_done: int = 0
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def train(
     config: TrainConfig,
     dataset: MultimodalDataset,
@@ -72,14 +97,21 @@ def train(
     workdir: Optional[str] = None,
     resume: bool = False,
     on_phase: Optional[Callable[[dict], None]] = None,
+    on_restore: Optional[Callable[[list], None]] = None,
+    quiet: bool = False,
     stop_after_phase: Optional[int] = None,
+    stop_after_steps: Optional[int] = None,
 ) -> dict:
     """Trains ``config.method`` phase by phase and reports the selected model's metrics.
 
-    After each phase the validation split (or, with ``select_on="test"``, the
-    test split, as the released code does) is evaluated; the parameters with
-    the best ``selection_metric`` of the headline prediction are kept, and
-    their test metrics are reported.
+    Each phase runs in chunks of ``config.chunk_steps`` steps
+    (:mod:`mie_jax.train.loop`), reading its batches from the training split's
+    columns; between chunks the host updates the progress bar and, every
+    ``checkpoint_every_steps`` steps or ``checkpoint_every_minutes``,
+    checkpoints inside the phase. After each phase the validation split (or,
+    with ``select_on="test"``, the test split, as the released code does) is
+    evaluated; the parameters with the best ``selection_metric`` of the
+    headline prediction are kept, and their test metrics are reported.
 
     Args:
       config: the run's configuration.
@@ -88,11 +120,17 @@ def train(
         reported first for per-modality methods.
       workdir: where Orbax checkpoints go (``workdir/checkpoints``); ``None``
         keeps everything in memory.
-      resume: continue from the latest checkpoint in ``workdir``.
+      resume: continue from the newest intact checkpoint in ``workdir``
+        (inside a phase if it was written there).
       on_phase: called with each phase's record (phase, num_phases, name,
         headline, mean loss, step_losses, and the selection split's metrics).
+      on_restore: called once with the restored history (the phase records
+        so far) after resuming from a checkpoint.
+      quiet: plain progress lines instead of a bar.
       stop_after_phase: stop (as if killed) after this many phases; for tests
         and for splitting long runs.
+      stop_after_steps: stop (as if killed) at the first chunk boundary after
+        this many training steps of the run, checkpointing there; for tests.
 
     Returns:
       ``{"history": [...], "selected_phase": int, "selected_on": str,
@@ -100,7 +138,7 @@ def train(
 
     Raises:
       NonFiniteLossError: a phase's loss is not finite (the message names
-        the phase and modality; earlier checkpoints stay).
+        the phase, modality and step; earlier checkpoints stay).
       checkpoint.CheckpointMismatchError: ``resume`` with an incompatible checkpoint.
       ValueError: a dataset whose modalities and labels disagree
         (:func:`mie_jax.data.registry.check_dataset`).
@@ -115,48 +153,118 @@ def train(
     selection_split = dataset.splits["test" if config.select_on == "test" else "validation"]
     state = parallel.replicate(method.init(), mesh)
     best = {"variables": method.variables(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
-    history, start = [], 0
-    checkpointer = checkpoint.RunCheckpointer(f"{workdir}/checkpoints") if workdir else None
-    if resume and checkpointer is not None and checkpointer.latest_step() is not None:
-        start = checkpointer.latest_step()
-        restored, meta = checkpointer.restore(start, {"state": state, "best": best}, config)
-        state, best, history = restored["state"], restored["best"], meta["history"]
-    end = method.num_phases if stop_after_phase is None else min(stop_after_phase, method.num_phases)
-    for phase in range(start, end):
-        best_variables = best["variables"] if int(best["phase"]) >= 0 else None
-        state, info = method.run_phase(state, phase, best_variables)
-        losses = info["losses"]
-        nonfinite = int(np.sum(~np.isfinite(losses)))
-        # Skipping tolerates isolated bad steps, not a phase that ends in more of them than may be skipped.
-        diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1):]))
-        if nonfinite and (not config.skip_nonfinite_steps or diverged):
-            bad_step = int(np.flatnonzero(~np.isfinite(losses))[0])
-            raise NonFiniteLossError(
-                f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
-                f"loss is {losses[bad_step]}; the last good checkpoint is kept in {workdir or '(no workdir)'}."
-            )
-        validation = evaluate(method, method.variables(state), selection_split)
-        score = validation[head][config.selection_metric]
-        if score > float(best["score"]):
-            best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
-        record = {"phase": phase, "num_phases": method.num_phases, "name": method.phase_name(phase),
-                  "headline": head, "loss": float(np.mean(losses[np.isfinite(losses)])),
-                  "nonfinite_steps": nonfinite,
-                  "step_losses": [float(x) for x in losses], "selection": validation}
-        history.append(record)
-        if checkpointer is not None:
-            meta = {"config": checkpoint.config_to_json(config), "history": history}
-            checkpointer.save(phase + 1, {"state": state, "best": best}, meta)
-        if on_phase is not None:
-            on_phase(record)
-    if checkpointer is not None:
-        checkpointer.close()
+    history, position = [], _Position()
+    with contextlib.ExitStack() as closing:  # Orbax's threads end with the run, whatever ends it.
+        checkpointer = closing.enter_context(checkpoint.RunCheckpointer(f"{workdir}/checkpoints")) if workdir else None
+        if resume and checkpointer is not None:
+            restored = checkpointer.restore_latest({"state": state, "best": best}, config, _warn)
+            if restored is not None:
+                _, tree, meta = restored
+                state, best, history = tree["state"], tree["best"], meta["history"]
+                position = _Position(meta.get("phase", len(history)), meta.get("phase_step", 0),
+                                     tuple(meta.get("phase_losses", ())), meta.get("steps_done", 0))
+                if on_restore is not None:
+                    on_restore(list(history))
+
+        def save(tree, position):
+            meta = {"config": checkpoint.config_to_json(config), "history": history, **position._asdict(),
+                    "phase_losses": list(position.phase_losses)}
+            checkpointer.save(position.steps_done, tree, meta)
+
+        end = method.num_phases if stop_after_phase is None else min(stop_after_phase, method.num_phases)
+        last_save = {"time": time.monotonic(), "steps": position.steps_done}
+        phase = position.phase
+        while phase < end:
+            best_variables = best["variables"] if int(best["phase"]) >= 0 else None
+            plan = method.phase_plan(state, phase, best_variables, inside=position.phase_step > 0)
+            chunk = feed.chunk_steps(config.chunk_steps, plan.steps_per_epoch,
+                                     feed.bytes_per_step(plan.columns, config.batch_size))
+            losses, steps_done = list(position.phase_losses), position.steps_done
+            bar = progress.PhaseProgress(f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)})",
+                                         plan.num_steps, position.phase_step, config.batch_size,
+                                         bar=progress.wants_bar(quiet))
+            carry = plan.carry
+            try:
+                for carry, done, chunk_losses in loop.run_chunks(plan, start=position.phase_step, chunk=chunk, mesh=mesh):
+                    losses.extend(float(x) for x in chunk_losses)
+                    steps_done += len(chunk_losses)
+                    bar.update(done, float(np.mean(chunk_losses)))
+                    # A diverged phase stops here, before a checkpoint could keep its state.
+                    _check_finite(np.asarray(losses), config, method, phase, checkpointer)
+                    if done == plan.num_steps:
+                        break
+                    stopping = stop_after_steps is not None and steps_done >= stop_after_steps
+                    due = (config.checkpoint_every_steps
+                           and steps_done - last_save["steps"] >= config.checkpoint_every_steps
+                           or config.checkpoint_every_minutes
+                           and time.monotonic() - last_save["time"] >= 60 * config.checkpoint_every_minutes)
+                    if checkpointer is not None and (due or stopping):
+                        save({"state": method.state_inside(state, phase, carry), "best": best},
+                             _Position(phase, done, tuple(losses), steps_done))
+                        last_save = {"time": time.monotonic(), "steps": steps_done}
+                    if stopping:
+                        return _finish(method, best, history, config, head, dataset, finished=False)
+            finally:
+                bar.close()
+            state = method.finish_phase(state, phase, carry)
+            losses = np.asarray(losses, np.float64)
+            try:
+                validation = evaluate(method, method.variables(state), selection_split)
+            except NonFiniteLossError as error:  # Skipped steps kept the weights finite, not the outputs.
+                raise NonFiniteLossError(
+                    f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}): {error} after "
+                    f"{int(np.sum(~np.isfinite(losses)))} of {len(losses)} steps were skipped as non-finite "
+                    f"(skip_nonfinite_steps={config.skip_nonfinite_steps}); lower learning_rate; "
+                    f"{_kept(checkpointer)}.") from None
+            score = validation[head][config.selection_metric]
+            if score > float(best["score"]):
+                best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
+            record = {"phase": phase, "num_phases": method.num_phases, "name": method.phase_name(phase),
+                      "headline": head, "loss": float(np.mean(losses[np.isfinite(losses)])),
+                      "nonfinite_steps": int(np.sum(~np.isfinite(losses))),
+                      "step_losses": [float(x) for x in losses], "selection": validation}
+            history.append(record)
+            position = _Position(phase + 1, 0, (), steps_done)
+            if checkpointer is not None:
+                save({"state": state, "best": best}, position)
+                last_save = {"time": time.monotonic(), "steps": steps_done}
+            if on_phase is not None:
+                on_phase(record)
+            phase += 1
+        return _finish(method, best, history, config, head, dataset, finished=end == method.num_phases)
+
+
+def _check_finite(losses, config, method, phase, checkpointer) -> None:
+    """Raises :class:`NonFiniteLossError` unless the phase's non-finite steps may be skipped."""
+    nonfinite = ~np.isfinite(losses)
+    if not nonfinite.any():
+        return
+    # Skipping tolerates isolated bad steps, not a phase that ends in more of them than may be skipped.
+    diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1):]))
+    if config.skip_nonfinite_steps and not diverged:
+        return
+    bad_step = int(np.flatnonzero(nonfinite)[0])
+    why = (f"; more than skip_nonfinite_steps={config.skip_nonfinite_steps} non-finite steps in a row at its end"
+           if config.skip_nonfinite_steps else "")
+    raise NonFiniteLossError(
+        f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
+        f"loss is {losses[bad_step]}{why}; {_kept(checkpointer)}."
+    )
+
+
+def _kept(checkpointer) -> str:
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        return f"the last good checkpoint is kept in {checkpointer.directory}"
+    return "no checkpoint was written"
+
+
+def _finish(method, best, history, config, head, dataset, *, finished: bool) -> dict:
     return {
         "history": history,
         "selected_phase": int(best["phase"]),
         "selected_on": config.select_on,
         "headline": head,
         "num_phases": method.num_phases,
-        "finished": end == method.num_phases,
+        "finished": finished,
         "test": evaluate(method, best["variables"], dataset.splits["test"]),
     }
