@@ -1,54 +1,58 @@
-"""What a run leaves in its workdir and prints: per-phase logs, the results table, the plot."""
+"""What a run leaves in its workdir and prints: per-phase logs, the results table, the plot.
+
+Every file is written atomically (:func:`experiments.workdir.atomic_write`).
+"""
 
 import csv
+import io
 import json
 import os
 from typing import Mapping
+
+from experiments.workdir import atomic_write
 
 METRICS = ("accuracy", "macro_f1", "map")
 
 
 class PhaseLog:
-    """Appends each phase to ``phases.jsonl``/``phases.csv`` and its step losses to ``steps.csv``.
+    """Writes ``phases.jsonl``/``phases.csv`` (one row per phase) and ``steps.csv`` (its step losses).
 
-    On resume, records of phases at or after the resumed one are dropped first,
-    so the files match an uninterrupted run.
+    The logs are derived from the records given, never read back: a resumed
+    run passes the history its checkpoint holds (so after any kill the logs
+    match an uninterrupted run's, and a damaged log is simply rewritten), then
+    appends each new phase. Every file is rewritten atomically (a temporary
+    file and a rename), so a crash or a full disk leaves the previous version.
     """
 
-    def __init__(self, workdir: str, first_phase: int = 0):
+    def __init__(self, workdir: str, history=()):
         self.workdir = workdir
-        os.makedirs(workdir, exist_ok=True)
         self.jsonl = os.path.join(workdir, "phases.jsonl")
-        kept = []
-        if os.path.exists(self.jsonl):
-            with open(self.jsonl) as f:
-                kept = [r for r in map(json.loads, f) if r["phase"] < first_phase]
-        self._rewrite(kept)
+        self.records = list(history)
+        self._rewrite()
 
-    def _rewrite(self, records):
-        with open(self.jsonl, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        self._write_tables(records)
+    def _rewrite(self):
+        atomic_write(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._write_tables(self.records)
 
     def _write_tables(self, records):
-        with open(os.path.join(self.workdir, "phases.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            names = sorted(records[0]["selection"]) if records else []
-            writer.writerow(["phase", "name", "loss"] + [f"{n}_{m}" for n in names for m in METRICS])
-            for r in records:
-                writer.writerow([r["phase"], r["name"], r["loss"]]
-                                + [r["selection"][n][m] for n in names for m in METRICS])
-        with open(os.path.join(self.workdir, "steps.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["phase", "name", "step", "loss"])
-            for r in records:
-                writer.writerows([r["phase"], r["name"], i, loss] for i, loss in enumerate(r["step_losses"]))
+        phases = io.StringIO()
+        writer = csv.writer(phases)
+        names = sorted(records[0]["selection"]) if records else []
+        writer.writerow(["phase", "name", "loss"] + [f"{n}_{m}" for n in names for m in METRICS])
+        for r in records:
+            writer.writerow([r["phase"], r["name"], r["loss"]]
+                            + [r["selection"][n][m] for n in names for m in METRICS])
+        atomic_write(os.path.join(self.workdir, "phases.csv"), phases.getvalue())
+        steps = io.StringIO()
+        writer = csv.writer(steps)
+        writer.writerow(["phase", "name", "step", "loss"])
+        for r in records:
+            writer.writerows([r["phase"], r["name"], i, loss] for i, loss in enumerate(r["step_losses"]))
+        atomic_write(os.path.join(self.workdir, "steps.csv"), steps.getvalue())
 
     def append(self, record):
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        with open(self.jsonl) as f:
-            self._write_tables([json.loads(line) for line in f])
+        self.records.append(record)
+        self._rewrite()
 
 
 def progress_line(record: Mapping, selection_split: str) -> str:
@@ -76,10 +80,9 @@ def results_table(results: Mapping, title: str) -> str:
 
 def write_results(workdir: str, results: Mapping, title: str) -> str:
     table = results_table(results, title)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({k: v for k, v in results.items() if k != "history"}, f, indent=2)
+    atomic_write(os.path.join(workdir, "results.json"),
+                 json.dumps({k: v for k, v in results.items() if k != "history"}, indent=2))
+    atomic_write(os.path.join(workdir, "results.md"), table)
     return table
 
 
@@ -90,6 +93,8 @@ def plot_phase_accuracy(workdir: str, history, selection_split: str, title: str)
     import matplotlib.pyplot as plt
 
     path = os.path.join(workdir, "phase_accuracy.png")
+    if not history:
+        return path
     phases = [r["phase"] + 1 for r in history]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in sorted(history[0]["selection"]):
@@ -100,6 +105,14 @@ def plot_phase_accuracy(workdir: str, history, selection_split: str, title: str)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = os.path.join(workdir, ".phase_accuracy.png.tmp")
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
     return path

@@ -1,4 +1,4 @@
-"""A training process killed with SIGKILL resumes to the result of an uninterrupted run."""
+"""A training process killed with SIGKILL resumes to the result and the logs of an uninterrupted run."""
 
 import json
 import os
@@ -29,7 +29,8 @@ def completed_steps(workdir):
 
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path):
     config = make_config(configs.get_config("mfeat"), OVERRIDES)
-    expected = train(config, load_dataset("mfeat", config.modalities))["test"]
+    uninterrupted = train(config, load_dataset("mfeat", config.modalities))
+    expected = uninterrupted["test"]
     rng = random.Random(0)
     process = run_module(tmp_path)
     kills = 0
@@ -51,3 +52,8 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(tmp
     assert kills >= 1, "the run finished before it could be killed"
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test"] == expected
+    # The logs too: rebuilt from each restored checkpoint's history, so no phase is lost or repeated.
+    logged = [json.loads(line) for line in (tmp_path / "phases.jsonl").read_text().splitlines()]
+    assert logged == json.loads(json.dumps(uninterrupted["history"]))
+    steps = (tmp_path / "steps.csv").read_text().splitlines()
+    assert len(steps) == 1 + sum(len(r["step_losses"]) for r in uninterrupted["history"])

@@ -56,12 +56,15 @@ def test_resume_finishes_a_killed_run_with_the_same_logs(tmp_path, capsys):
     dataset = load_dataset("mfeat", config.modalities)
     uninterrupted = train(config, dataset)
     train(config, dataset, workdir=str(tmp_path), stop_after_phase=1)  # "killed" after phase 1
+    (tmp_path / "phases.jsonl").write_text('{"phase": 0, "trunc')  # and its log damaged
     assert run.main(["--workdir", str(tmp_path), "--resume", *FAST]) == 0
     capsys.readouterr()
     lines = [json.loads(line) for line in (tmp_path / "phases.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in lines] == [1]  # phase 0 ran before the CLI; the CLI logged what it ran
+    # Rebuilt from the checkpoint's history, then appended: the uninterrupted run's log.
+    assert lines == json.loads(json.dumps(uninterrupted["history"]))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test"] == uninterrupted["test"]
+    assert json.loads((tmp_path / "run.json").read_text())["fusion"] == "average"  # Marked once restored.
 
 
 def test_reference_variant_applies_the_released_code_defaults():
@@ -87,3 +90,26 @@ def test_resume_into_another_config_fails_with_one_line_and_keeps_the_checkpoint
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: checkpoint in") and "tau: 0.4 -> 0.9" in error
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+    assert not (tmp_path / "run.json").exists()  # Not marked with the refused config.
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, capsys):
+    from tests.test_checkpoint_damage import four_bytes_overwritten
+
+    overrides = [FAST[i + 1] for i in range(0, len(FAST), 2)]
+    config = make_config(configs.get_config("mfeat"), overrides, method="mie", variant="paper")
+    dataset = load_dataset("mfeat", config.modalities)
+    uninterrupted = train(config, dataset)
+    train(config, dataset, workdir=str(tmp_path))
+    steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+    newest = tmp_path / "checkpoints" / str(steps[-1])
+    four_bytes_overwritten(str(newest))  # Restored silently before checksums.
+    assert run.main(["--workdir", str(tmp_path), "--resume", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert f"checkpoint {newest} is damaged" in err and "Traceback" not in err
+    assert f"resuming from the newest intact checkpoint {tmp_path / 'checkpoints' / str(steps[-2])}" in err
+    assert (tmp_path / "checkpoints-damaged" / str(steps[-1])).is_dir()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test"] == uninterrupted["test"]
+    lines = [json.loads(line) for line in (tmp_path / "phases.jsonl").read_text().splitlines()]
+    assert lines == json.loads(json.dumps(uninterrupted["history"]))
