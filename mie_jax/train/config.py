@@ -104,6 +104,9 @@ class TrainConfig:
         and a mirror flip (uint8 images or clips; :mod:`mie_jax.train.augment`).
       imagenet_normalize: modalities whose RGB pixels, after scaling to [0, 1],
         are standardised with ImageNet's per-channel mean and std.
+      encoder_weights: pretrained weights of a modality's encoder backbone, as
+        ``modality=PATH`` entries (``--set encoder_weights=image=/w/resnet50.safetensors``);
+        see :mod:`mie_jax.models.pretrained`.
       chunk_steps: training steps per jitted chunk of a phase (the host reports
         progress, reads the next batches and may checkpoint between chunks);
         0 chooses one epoch, at most ``DEFAULT_CHUNK_STEPS``. Results do not
@@ -163,6 +166,7 @@ class TrainConfig:
     text_length: int = 0
     augment: Sequence[str] = ()
     imagenet_normalize: Sequence[str] = ()
+    encoder_weights: Sequence[str] = ()
     chunk_steps: int = 0
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 0
@@ -172,6 +176,7 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "augment", tuple(self.augment))
         object.__setattr__(self, "imagenet_normalize", tuple(self.imagenet_normalize))
+        object.__setattr__(self, "encoder_weights", tuple(self.encoder_weights))
         object.__setattr__(self, "phase_schedule", _epochs_list("phase_schedule", self.phase_schedule))
         _check_choice("method", self.method, METHODS)
         _check_choice("variant", self.variant, VARIANTS)
