@@ -7,7 +7,8 @@ first), ``column.dtype`` and ``column[indices]`` for an integer array of row
 indices, returning a numpy array. A numpy array is a column; so are
 :class:`RecordColumn` (a field of a prepared TFDS dataset, read from its
 array_record files) and :class:`RowSubset` (some rows of another column, e.g.
-a validation split held out of the published training split).
+a validation split held out of the published training split); a new kind of
+column subclasses :class:`Column`.
 """
 
 from typing import Callable, Optional, Sequence
@@ -15,7 +16,26 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 
-class RecordColumn:
+class Column:
+    """What every column shares; subclasses set ``shape`` and ``dtype`` and read rows in ``__getitem__``."""
+
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        """The whole column in memory (for small splits and tests; training never asks for it)."""
+        whole = self[np.arange(len(self))]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class RecordColumn(Column):
     """One field of a TFDS data source, decoded per row and transformed per batch.
 
     Args:
@@ -36,13 +56,6 @@ class RecordColumn:
         self.dtype = np.dtype(dtype)
         self.transform = transform
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, indices) -> np.ndarray:
         indices = np.asarray(indices, np.int64)
         rows = self.source.__getitems__(indices.ravel().tolist()) if indices.size else []
@@ -55,13 +68,8 @@ class RecordColumn:
             batch = stacked if self.transform is None else self.transform(stacked)
         return np.asarray(batch, self.dtype).reshape(*indices.shape, *self.shape[1:])
 
-    def __array__(self, dtype=None, copy=None):
-        """The whole column in memory (for small splits and tests; training never asks for it)."""
-        whole = self[np.arange(len(self))]
-        return whole if dtype is None else whole.astype(dtype)
 
-
-class RowSubset:
+class RowSubset(Column):
     """The rows ``rows`` of ``column``, in that order, as a column of its own."""
 
     def __init__(self, column, rows: np.ndarray):
@@ -70,19 +78,8 @@ class RowSubset:
         self.shape = (len(self.rows), *column.shape[1:])
         self.dtype = column.dtype
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, indices) -> np.ndarray:
         return np.asarray(self.column[self.rows[np.asarray(indices, np.int64)]])
-
-    def __array__(self, dtype=None, copy=None):
-        whole = self[np.arange(len(self))]
-        return whole if dtype is None else whole.astype(dtype)
 
 
 def take_rows(column, rows: np.ndarray):
