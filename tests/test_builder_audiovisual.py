@@ -14,6 +14,7 @@ from mie_jax.data.builders import builder_class, cremad, kinetics_sounds, media
 from tests import builder_checks
 
 KINETICS_DATA = Path(__file__).parent / "data" / "kinetics_sounds"  # Real lines of OGM-GE's and BML's files.
+CREMAD_DATA = Path(__file__).parent / "data" / "cremad"  # Real lines of OGM-GE's CREMA-D lists.
 
 
 def write_csv(root, split, rows):
@@ -212,6 +213,33 @@ def test_kinetics_real_lists_give_bmls_labels_and_its_validation_split(tmp_path)
     # Line 1 of my_train.txt, '--4-0ihtnBU_000058_000068,10,4', and line 23, the first of index 1.
     assert expected["train"]["--4-0ihtnBU_000058_000068"] == "dribbling_basketball"
     assert expected["train"]["-5WZ2MfBhz8_000011_000021"] == "blowing_out_candles"
+
+
+def test_cremad_real_lists_give_ogm_ges_labels(tmp_path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    expected = {}
+    for split in cremad.CremaD.SPLITS:
+        data = (CREMAD_DATA / f"{split}.csv").read_bytes()
+        assert data.endswith(b"\r\n") and data.count(b"\r\n") == data.count(b"\n")  # Kept as published.
+        (root / f"{split}.csv").write_bytes(data)
+        # Each clip's label, read here from its name's emotion field (<actor>_<sentence>_<EMO>_<level>).
+        expected[split] = {line.split(b",")[0].decode(): line.split(b"_")[2].decode() for line in data.splitlines()}
+    write_media(cremad.CremaD, root, [clip for clips in expected.values() for clip in clips], 200.0, 3,
+                np.random.default_rng(2))
+    # The copied lines' labels (tests/data/cremad/README.md), in OGM-GE's class order NEU, HAP, SAD, FEA, DIS, ANG.
+    per_class = {"train": [3, 4, 7, 4, 5, 8], "test": [5, 4, 6, 2, 6, 7]}
+    arrays = builder_checks.check_round_trip(
+        "cremad", root, tmp_path / "prepared", counts={"train": 31, "test": 30},
+        labels={split: [index for index, n in enumerate(counts) for _ in range(n)]
+                for split, counts in per_class.items()})
+    for split, clips in expected.items():
+        got = arrays[split]
+        assert {clip: cremad.CLASSES[label] for clip, label in zip(got["id"], got["label"])} == clips
+    # Line 1 of train.csv, line 2190 (the docstring's example) and line 744 of test.csv.
+    assert expected["train"]["1088_IOM_NEU_XX"] == "NEU" and expected["train"]["1001_DFA_ANG_XX"] == "ANG"
+    assert expected["test"]["1014_TIE_HAP_XX"] == "HAP"
+    assert cremad.CLASSES.index("NEU") == 0 and cremad.CLASSES.index("ANG") == 5
 
 
 @pytest.mark.parametrize("change,problem", [
