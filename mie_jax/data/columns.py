@@ -5,13 +5,14 @@ Training, evaluation and the covariance pass read a split batch by batch
 need of a modality is a *column*: ``len(column)``, ``column.shape`` (rows
 first), ``column.dtype`` and ``column[indices]`` for an integer array of row
 indices, returning a numpy array. A numpy array is a column; so are
-:class:`RecordColumn` (a field of a prepared TFDS dataset, read from its
-array_record files) and :class:`RowSubset` (some rows of another column, e.g.
-a validation split held out of the published training split); a new kind of
+:class:`NpyColumn` (a ``.npy`` file read row by row, what the paper datasets
+become) and :class:`RowSubset` (some rows of another column, e.g. a
+validation split held out of the published training split); a new kind of
 column subclasses :class:`Column`.
 """
 
-from typing import Callable, Optional, Sequence
+import os
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -35,38 +36,51 @@ class Column:
         return whole if dtype is None else whole.astype(dtype)
 
 
-class RecordColumn(Column):
-    """One field of a TFDS data source, decoded per row and transformed per batch.
+class NpyColumn(Column):
+    """The rows of a ``.npy`` file, read with one ``pread`` per row: nothing is mapped or kept in memory.
+
+    Rows are read in file order whatever order they are asked in, which keeps
+    a disk's reads as sequential as a shuffled batch allows.
 
     Args:
-      source: a random-access TFDS data source (``builder.as_data_source(split)``).
-      field: the feature to read.
-      example_shape: the shape of one row after ``transform``.
-      dtype: the dtype after ``transform``.
-      transform: maps the stacked field values of a batch (a numpy array, or a
-        list of ``str`` for text fields) to the model's input, e.g. tokenizes
-        text; ``None`` stacks the values as they are.
+      path: a C-ordered ``.npy`` file of shape ``[rows, ...]``.
+      example_shape: the shape one row is viewed as (same number of
+        elements, e.g. a trailing channel axis); ``None`` keeps the file's.
     """
 
-    def __init__(self, source, field: str, example_shape: Sequence[int], dtype,
-                 transform: Optional[Callable] = None):
-        self.source = source
-        self.field = field
-        self.shape = (len(source), *example_shape)
+    def __init__(self, path, example_shape: Optional[Sequence[int]] = None):
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran_order or not shape:
+            raise ValueError(f"{self.path}: expected a C-ordered array with a row axis, got shape {shape}.")
         self.dtype = np.dtype(dtype)
-        self.transform = transform
+        row = tuple(shape[1:]) if example_shape is None else tuple(example_shape)
+        if int(np.prod(row)) != int(np.prod(shape[1:])):
+            raise ValueError(f"{self.path}: rows of shape {tuple(shape[1:])} cannot be viewed as {row}.")
+        self.shape = (shape[0], *row)
+        self.row_bytes = int(np.prod(row)) * self.dtype.itemsize
 
     def __getitem__(self, indices) -> np.ndarray:
         indices = np.asarray(indices, np.int64)
-        rows = self.source.__getitems__(indices.ravel().tolist()) if indices.size else []
-        values = [row[self.field] for row in rows]
-        if values and isinstance(values[0], bytes):
-            values = [value.decode("utf-8") for value in values]
-            batch = values if self.transform is None else self.transform(values)
-        else:
-            stacked = np.stack(values) if values else np.zeros((0, *self.shape[1:]), self.dtype)
-            batch = stacked if self.transform is None else self.transform(stacked)
-        return np.asarray(batch, self.dtype).reshape(*indices.shape, *self.shape[1:])
+        flat = indices.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"{self.path}: rows {flat.min()}..{flat.max()} asked of {len(self)}.")
+        out = np.empty((flat.size, self.row_bytes), np.uint8)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i in np.argsort(flat, kind="stable"):
+                data = os.pread(fd, self.row_bytes, self.offset + int(flat[i]) * self.row_bytes)
+                if len(data) != self.row_bytes:
+                    raise OSError(f"{self.path}: truncated at row {flat[i]}; delete it to have it written again.")
+                out[i] = np.frombuffer(data, np.uint8)
+        finally:
+            os.close(fd)
+        return out.view(self.dtype).reshape(*indices.shape, *self.shape[1:])
 
 
 class RowSubset(Column):

@@ -1,13 +1,12 @@
 """The datasets ``experiments.run --dataset`` knows, behind one loader."""
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mie_jax.data import builders, columns, emoji, mfeat, prepare
+from mie_jax.data import builders, columns, emoji, mfeat, prepare, prepared_arrays
 from mie_jax.models import bert
 
 SPLITS = ("train", "validation", "test")
@@ -118,12 +117,12 @@ def _load_emoji(modalities, options):
 def _load_paper(name, modalities, options):
     """A paper dataset from its published files, prepared once by its TFDS builder.
 
-    Every modality is a :class:`~mie_jax.data.columns.RecordColumn` over the
-    prepared array_record files: batches are read when the trainer asks for
-    them, so host memory does not grow with the split. Images and frames stay
-    uint8 (the encoders scale them to [0, 1]); spectrograms get a channel
-    axis; text becomes WordPiece ids, batch by batch. Labels are read once and
-    kept beside the prepared copy (:func:`_labels`). Datasets prepared
+    Every array modality is a :class:`~mie_jax.data.columns.NpyColumn` over
+    a file written once beside the prepared copy
+    (:mod:`mie_jax.data.prepared_arrays`): batches are read when the trainer
+    asks for them, so host memory does not grow with the split. Images and
+    frames stay uint8 (the encoders scale them to [0, 1]); spectrograms get a
+    channel axis; text becomes WordPiece ids (small, kept in memory). Datasets prepared
     without a validation split (CREMA-D, NVGesture, and Kinetics-Sounds unless
     BML's ``KS_train_val.json`` was there) hold out ``VALIDATION_FRACTION`` of
     every training class, chosen by ``options.seed``; the test split is the
@@ -144,19 +143,17 @@ def _load_paper(name, modalities, options):
     if "text" in modalities:
         tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
 
-    def column(source, field):
-        if field == "text":
-            return columns.RecordColumn(source, field, (text_length,), np.int32,
-                                        lambda texts: bert.tokenize(tokenizer, texts, text_length)[0])
-        shape, dtype = tuple(features[field].shape), features[field].np_dtype
+    def column(path, field):
+        if field == "text":  # Token ids are small: the whole split stays in memory.
+            return bert.tokenize(tokenizer, prepared_arrays.read_texts(path), text_length)[0]
         if field == "audio":  # One channel, as a 2-D image.
-            return columns.RecordColumn(source, field, (*shape, 1), dtype, lambda values: values[..., None])
-        return columns.RecordColumn(source, field, shape, dtype)
+            return columns.NpyColumn(path, (*features[field].shape, 1))
+        return columns.NpyColumn(path)
 
     published = {}
     for split in builders.split_counts(builder):  # Kinetics-Sounds has a validation split only where BML's file was.
-        source = builder.as_data_source(split)
-        published[split] = Split({m: column(source, m) for m in modalities}, _labels(builder, split, source))
+        paths = prepared_arrays.write_missing(builder, split, (*modalities, "label"))
+        published[split] = Split({m: column(paths[m], m) for m in modalities}, np.load(paths["label"]))
     if "validation" not in published:
         train = published.pop("train")
         parts = mfeat.split_indices(train.labels, options.seed, fractions=(1 - VALIDATION_FRACTION,),
@@ -167,23 +164,6 @@ def _load_paper(name, modalities, options):
         published.update({split: Split({m: columns.take_rows(c, rows) for m, c in train.inputs.items()},
                                        train.labels[rows]) for split, rows in parts.items()})
     return len(features["label"].names), {split: published[split] for split in SPLITS}
-
-
-def _labels(builder, split: str, source) -> np.ndarray:
-    """Every label of a prepared split, read once and then kept in ``<split>-labels.npy`` beside it.
-
-    Reading a label means reading its whole record; the file makes later loads
-    of a large split (and its class-stratified hold-out) instant.
-    """
-    path = Path(builder.data_dir) / f"{split}-labels.npy"
-    if path.is_file():
-        return np.load(path)
-    labels = np.fromiter((source[i]["label"] for i in range(len(source))), np.int32, len(source))
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(partial, "wb") as f:
-        np.save(f, labels)
-    os.replace(partial, path)  # A killed load leaves no half-written labels behind.
-    return labels
 
 
 # Emoji names are short: 24 WordPiece tokens hold every one of them with [CLS] and [SEP].
