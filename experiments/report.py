@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.results_files import machine_info
 from experiments import configs
+from experiments.machine import machine_info
 from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, train
