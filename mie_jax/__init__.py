@@ -7,8 +7,11 @@ The optimizer pieces compose with any optax chain::
 """
 
 from mie_jax.flat import flat_projection
+from mie_jax.flat import flat_rank
 from mie_jax.flat import flat_transform
 from mie_jax.flat import flat_transforms
+from mie_jax.flat import LowRankTransform
+from mie_jax.flat import update_conv_covariance
 from mie_jax.flat import update_covariance
 from mie_jax.mla import orthogonal_projection
 from mie_jax.mla import OrthogonalProjectionState
@@ -20,12 +23,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "flat_projection",
+    "flat_rank",
     "flat_transform",
     "flat_transforms",
+    "LowRankTransform",
     "orthogonal_projection",
     "OrthogonalProjectionState",
     "owm_projection_update",
     "sam",
     "sam_perturbation",
+    "update_conv_covariance",
     "update_covariance",
 ]
