@@ -1,0 +1,333 @@
+"""The low-rank T of MIE Eq. 7: top-r eigensolvers against eigh, and gradient modification's cost with it.
+
+  python -m benchmarks.low_rank            # a few minutes on an idle 2-core CPU
+  python -m benchmarks.low_rank --tiny     # seconds: small sizes, one repeat (the test's smoke run)
+  python -m benchmarks.low_rank --out DIR  # default: benchmarks/results
+
+Two tables, from the public API alone:
+
+* Solvers: at each ``d``, a batch-mean covariance (Eq. 5) of ``COV_BATCHES``
+  batches of ReLU features, decomposed by ``jnp.linalg.eigh``, by
+  ``jax.experimental.sparse.linalg.lobpcg_standard`` (top ``r``), and by
+  ``mie_jax.flat_transform(..., rank=r, solver="subspace")`` (block power
+  iteration, the whole low-rank T); with the distance of each low-rank T to the
+  dense one and its ``bound``. Every function is jitted and timed warm.
+* Gradient modification (GM) on the mfeat MLP classifier (216 -> 256 -> 128,
+  head 128 -> 256 -> 64 -> 10, batch 64, float32): ``SCAN_STEPS`` SGD steps in
+  one jitted ``lax.scan`` per call, plain SGD against ``flat_projection()`` with
+  the dense T and with the low-rank T (``tol``) on the three head kernels, as in
+  the trainer's chain (projection, weight decay, momentum SGD). The T come from
+  the covariances of the head inputs on mfeat 'fac' (``COV_BATCHES`` batches of
+  12) after ``WARMUP_STEPS`` plain steps. The variants are interleaved within
+  every repeat; a ratio is the median over repeats of the per-repeat ratio to
+  plain SGD, so slow drifts of the machine cancel.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental.sparse.linalg import lobpcg_standard
+
+import mie_jax
+from benchmarks import results_files as results
+from mie_jax.data.registry import LoadOptions, load_dataset
+
+TAU = 0.4
+COV_BATCHES, COV_BATCH = 100, 12  # experiments/configs/mfeat.py's covariance pass.
+SOLVER_SIZES = (512, 1024, 2048, 4096)
+SOLVER_RANK = 64  # Above what tol 1e-3 keeps on these covariances (the rank column): bound <= tol.
+GM_TOL = 1e-3
+SCAN_STEPS = 50
+WARMUP_STEPS = 200
+LAYERS = ((216, 256), (256, 128), (128, 256), (256, 64), (64, 10))  # enc1, enc2, fc1, fc2, fc3.
+HEAD = ("fc1", "fc2", "fc3")
+NAMES = ("enc1", "enc2", *HEAD)
+# (solver repeats at d < 4096, at 4096; GM repeats).
+REPEATS = {"full": (5, 2, 40), "tiny": (1, 1, 1)}
+TINY = {"sizes": (64,), "rank": 8, "scan_steps": 4, "warmup": 4, "cov_batches": 10}
+
+
+def time_call(fn: Callable, *args) -> float:
+    """Seconds for one call ``fn(*args)``, until its results are ready."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def relu_covariance(d: int, batches: int, seed: int = 0) -> jax.Array:
+    """Eq. 5 of ``batches`` batches of 12 ReLU features ``relu(x W + b)``: non-negative, as after a ReLU."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(64, d)) / 8.0
+    b = rng.normal(size=d) * 0.1
+    cov = jnp.zeros((d, d), jnp.float32)
+    update = jax.jit(mie_jax.update_covariance)
+    for _ in range(batches):
+        x = rng.normal(size=(COV_BATCH, 64)) + rng.normal(size=64) * 0.5  # Batches differ in their means.
+        cov = update(cov, jnp.asarray(np.maximum(x @ w + b, 0.0), jnp.float32))
+    return cov
+
+
+def spectral_distance(a: jax.Array, b: jax.Array, iterations: int = 100) -> float:
+    """``||a - b||_2`` of two symmetric matrices by power iteration (an SVD at d = 4096 costs minutes)."""
+    diff = a - b
+    v = jax.random.normal(jax.random.key(1), (a.shape[0],), a.dtype)
+    v = jax.lax.fori_loop(0, iterations, lambda _, v: (lambda w: w / jnp.linalg.norm(w))(diff @ v), v)
+    return float(jnp.linalg.norm(diff @ v))
+
+
+def measure_solvers(sizes, rank: int, repeats, cov_batches: int, progress) -> List[dict]:
+    """Per d: median ms of eigh, lobpcg (top rank), the dense T and the subspace low-rank T; their errors."""
+    eigh = jax.jit(jnp.linalg.eigh)
+    dense = jax.jit(lambda c: mie_jax.flat_transform(c, TAU))
+    subspace = jax.jit(lambda c: mie_jax.flat_transform(c, TAU, rank, solver="subspace"))
+    eigh_low_rank = jax.jit(lambda c: mie_jax.flat_transform(c, TAU, rank))
+    lobpcg = jax.jit(lambda c, x: lobpcg_standard(c, x)[:2])
+    rows = []
+    for d in sizes:
+        progress(f"solvers at d = {d} ...")
+        cov = relu_covariance(d, cov_batches)
+        start = jax.random.normal(jax.random.key(0), (d, rank), jnp.float32)
+        fns = {"eigh": (eigh, cov), "lobpcg": (lobpcg, cov, start), "dense_t": (dense, cov),
+               "subspace_t": (subspace, cov)}
+        outputs = {name: fn(*args) for name, (fn, *args) in fns.items()}  # Compile and warm up.
+        count = repeats[1] if d >= 4096 else repeats[0]
+        samples = {name: [] for name in fns}
+        for _ in range(count):
+            for name, (fn, *args) in fns.items():
+                samples[name].append(time_call(fn, *args))
+        ms = {name: 1e3 * statistics.median(values) for name, values in samples.items()}
+        t_dense = outputs["dense_t"]
+        exact = eigh_low_rank(cov)  # The exact truncation: what the subspace solver approximates.
+        eigenvalues = outputs["eigh"][0][::-1]
+        theta = outputs["lobpcg"][0]
+        rows.append({
+            "d": d, "rank": rank, "repeats": count, "ms": ms,
+            "subspace_speedup_vs_dense_t": ms["dense_t"] / ms["subspace_t"],
+            "lobpcg_speedup_vs_eigh": ms["eigh"] / ms["lobpcg"],
+            "tol_1e-3_rank": int(mie_jax.flat_rank(cov, TAU, GM_TOL)),
+            "subspace_error": spectral_distance(t_dense, outputs["subspace_t"].dense()),
+            "subspace_bound": float(outputs["subspace_t"].bound),
+            "exact_truncation_error": spectral_distance(t_dense, exact.dense()),
+            "exact_bound": float(exact.bound),
+            "lobpcg_max_rel_eigenvalue_error": float(jnp.max(jnp.abs(theta - eigenvalues[:rank]) / eigenvalues[0])),
+        })
+    return rows
+
+
+# --- gradient modification on the mfeat MLP ---
+
+def init_mlp(seed: int) -> Dict[str, Dict[str, jax.Array]]:
+    keys = jax.random.split(jax.random.key(seed), len(LAYERS))
+    return {name: {"kernel": jax.random.normal(k, shape, jnp.float32) * jnp.sqrt(2.0 / shape[0]),
+                   "bias": jnp.zeros(shape[1], jnp.float32)}
+            for name, k, shape in zip(NAMES, keys, LAYERS)}
+
+
+def forward(params, x):
+    """The logits and the inputs of the head layers (what their covariances summarise)."""
+    dense = lambda name, h: h @ params[name]["kernel"] + params[name]["bias"]
+    h = jax.nn.relu(dense("enc2", jax.nn.relu(dense("enc1", x))))
+    hidden = jax.nn.relu(dense("fc1", h))
+    bottleneck = dense("fc2", hidden)
+    return dense("fc3", bottleneck), {"fc1": h, "fc2": hidden, "fc3": bottleneck}
+
+
+def loss_fn(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x)[0], y).mean()
+
+
+def optimizer(projection: bool) -> optax.GradientTransformationExtraArgs:
+    """The trainer's chain: (flat_projection,) weight decay 1e-4, SGD with momentum 0.9."""
+    parts = [mie_jax.flat_projection()] if projection else []
+    return optax.chain(*parts, optax.add_decayed_weights(1e-4), optax.sgd(1e-2, momentum=0.9))
+
+
+def scanned_steps(tx) -> Callable:
+    """``run(params, opt_state, xs, ys, transforms)``: one step per batch of ``xs`` in a jitted scan."""
+
+    def run(params, opt_state, xs, ys, transforms):
+        def body(carry, batch):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+            updates, opt_state = tx.update(grads, opt_state, params, transforms=transforms)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ys))
+        return params, opt_state, losses
+
+    return jax.jit(run)
+
+
+def head_covariances(params, x: np.ndarray, batches: int) -> Dict[str, jax.Array]:
+    """Eq. 5 of the head inputs over ``batches`` consecutive batches of 12 rows of ``x``."""
+    _, inputs = jax.jit(forward)(params, jnp.asarray(x[: batches * COV_BATCH]))
+    return {name: jax.vmap(lambda z: jnp.outer(z.mean(0), z.mean(0)))(
+                f.reshape(batches, COV_BATCH, -1)).sum(0)
+            for name, f in inputs.items()}
+
+
+def kernel_tree(params, leaves):
+    """``leaves[layer]`` at each head kernel, None elsewhere: the shape of ``transforms=``."""
+    return {name: {"kernel": leaves[name] if name in HEAD else None, "bias": None} for name in params}
+
+
+def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, progress) -> dict:
+    dataset = load_dataset("mfeat", ("fac",), LoadOptions(seed=0))
+    x_all = np.asarray(dataset.splits["train"].inputs["fac"], np.float32)
+    y_all = np.asarray(dataset.splits["train"].labels, np.int32)
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, len(y_all), size=(scan_steps, 64))
+    xs, ys = jnp.asarray(x_all[order]), jnp.asarray(y_all[order])
+    params = init_mlp(0)
+    plain_tx, gm_tx = optimizer(False), optimizer(True)
+    run_plain, run_gm = scanned_steps(plain_tx), scanned_steps(gm_tx)
+    # Train a little first: the T comes from a model that has learned something, as in phase 2 onwards.
+    opt_state = plain_tx.init(params)
+    for _ in range(-(-warmup // scan_steps)):
+        params, opt_state, _ = run_plain(params, opt_state, xs, ys, None)
+    covariances = head_covariances(params, x_all[rng.permutation(len(y_all))], cov_batches)
+    progress("covariances and T ...")
+    ranks = {name: int(mie_jax.flat_rank(c, TAU, GM_TOL)) for name, c in covariances.items()}
+    dense = jax.jit(lambda c: mie_jax.flat_transforms(c, TAU))(covariances)
+    # The rank is a static shape: the one tol needs on this covariance (the trainer would fix it in its config).
+    low_rank = {name: mie_jax.flat_transform(c, TAU, max(1, ranks[name]), GM_TOL) for name, c in covariances.items()}
+    bounds = {name: float(t.bound) for name, t in low_rank.items()}
+    errors = {name: float(np.linalg.norm(np.asarray(dense[name], np.float64)
+                                         - np.asarray(low_rank[name].dense(), np.float64), 2))
+              for name in HEAD}
+    variants = {"plain": (plain_tx, run_plain, None), "gm_dense": (gm_tx, run_gm, kernel_tree(params, dense)),
+                "gm_low_rank": (gm_tx, run_gm, kernel_tree(params, low_rank))}
+    progress("compiling the GM variants ...")
+    runs = {}
+    for name, (tx, run, transforms) in variants.items():
+        opt_state = tx.init(params)
+        lowered = run.lower(params, opt_state, xs, ys, transforms)
+        flops = (lowered.cost_analysis() or {}).get("flops")
+        compiled = lowered.compile()  # Timed as is: one compile serves the FLOP count and the timing.
+        # XLA counts a scan's body once: the count is per step.
+        runs[name] = (compiled, opt_state, transforms, None if flops is None else flops / 1e6)
+        time_call(compiled, params, opt_state, xs, ys, transforms)  # Warm.
+    progress(f"timing GM x {repeats} repeats ...")
+    samples = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(repeats):
+        shift = r % len(names)  # Every variant takes every position in turn.
+        for name in names[shift:] + names[:shift]:
+            run, opt_state, transforms, _ = runs[name]
+            samples[name].append(time_call(run, params, opt_state, xs, ys, transforms) / scan_steps)
+    rows = []
+    for name in names:
+        mflops = runs[name][3]
+        rows.append({
+            "variant": name, "ms_per_step": 1e3 * statistics.median(samples[name]),
+            "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
+            "mflop_per_step": mflops,
+            "flop_ratio": mflops / runs["plain"][3] if mflops and runs["plain"][3] else None,
+        })
+    return {"rows": rows, "tol": GM_TOL, "ranks": ranks, "bounds": bounds, "errors": errors,
+            "dims": {name: int(covariances[name].shape[0]) for name in HEAD}}
+
+
+def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict) -> str:
+    load = machine["load_average_1min"]
+    env = ", ".join(f"{k}={v}" for k, v in machine["environment"].items()) or "default"
+    lines = [
+        "# Low-rank T (MIE Eq. 7): top-r solvers and GM cost", "",
+        f"Machine: {machine['hostname']}, {machine['platform']}, {machine['cpu']} ({machine['cpu_count']} CPUs); "
+        f"jax {machine['jax']}, backend {machine['backend']}; {machine['date_utc']} UTC; "
+        f"1-min load average {load['before']} before, {load['after']} after; environment {env}.", "",
+        f"Command: `{command}`", "",
+        f"## Solvers (float32, jitted, warm; median of {settings['repeats']['solvers']} calls, "
+        f"{settings['repeats']['solvers_4096']} at d >= 4096)", "",
+        f"Covariance: Eq. 5 of {settings['cov_batches']} batches of {COV_BATCH} ReLU features (rank "
+        f"{settings['cov_batches']}). `dense T`: `flat_transform(cov, {TAU})` (eigh and the products). `subspace T`: "
+        f"`flat_transform(cov, {TAU}, rank={settings['rank']}, solver=\"subspace\")` (block power iteration on "
+        f"{2 * settings['rank']} vectors, 8 iterations, Rayleigh-Ritz; the whole low-rank T). `lobpcg`: "
+        f"`lobpcg_standard` top {settings['rank']} eigenpairs only. Errors: `||T - T_r||_2` against the dense T "
+        "(power iteration); `exact` is the truncation of eigh's decomposition to the same rank.", "",
+        "| d | eigh ms | dense T ms | lobpcg ms | subspace T ms | dense T / subspace T | eigh / lobpcg | "
+        "rank at tol 1e-3 | subspace error | subspace bound | exact error | exact bound | "
+        "lobpcg max eig err / lambda_max |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in solver_rows:
+        ms = row["ms"]
+        lines.append(
+            f"| {row['d']} | {ms['eigh']:.1f} | {ms['dense_t']:.1f} | {ms['lobpcg']:.1f} | {ms['subspace_t']:.1f} | "
+            f"{row['subspace_speedup_vs_dense_t']:.1f}x | {row['lobpcg_speedup_vs_eigh']:.1f}x | "
+            f"{row['tol_1e-3_rank']} | {row['subspace_error']:.2e} | {row['subspace_bound']:.2e} | "
+            f"{row['exact_truncation_error']:.2e} | {row['exact_bound']:.2e} | "
+            f"{row['lobpcg_max_rel_eigenvalue_error']:.1e} |")
+    lines += [
+        "", f"## Gradient modification on the mfeat MLP ({settings['scan_steps']} scanned steps per call, "
+        f"batch 64, median of {settings['repeats']['gm']} interleaved repeats)", "",
+        f"T of the head inputs (fc1, fc2, fc3: d = {gm['dims']['fc1']}, {gm['dims']['fc2']}, {gm['dims']['fc3']}) "
+        f"after {settings['warmup']} plain steps, {settings['cov_batches']} covariance batches of {COV_BATCH}. "
+        f"Low-rank: `flat_transform(cov, {TAU}, rank, tol={gm['tol']})` with the rank `flat_rank` gives for that "
+        f"tol: {', '.join(f'{k} {v}' for k, v in gm['ranks'].items())}; bounds "
+        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['bounds'].items())}; measured `||T - T_r||_2` "
+        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['errors'].items())}.", "",
+        "| variant | ms/step | ratio to plain | MFLOP/step (XLA) | FLOP ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in gm["rows"]:
+        flops = "-" if row["mflop_per_step"] is None else f"{row['mflop_per_step']:.1f}"
+        flop_ratio = "-" if row["flop_ratio"] is None else f"{row['flop_ratio']:.3f}"
+        lines.append(f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
+                     f"{flops} | {flop_ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Optional[List[str]]):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.low_rank", description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true",
+                        help="small sizes and one repeat (a smoke run, meaningless numbers)")
+    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT,
+                        help=f"results directory (default: {results.DEFAULT_OUT})")
+    parser.add_argument("--sizes", default="", help=f"comma-separated solver sizes d (default {SOLVER_SIZES})")
+    parser.add_argument("--rank", type=int, default=0, help=f"solver rank r (default {SOLVER_RANK})")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    load_before = results.load_average()
+    mode = "tiny" if args.tiny else "full"
+    solver_repeats, solver_repeats_4096, gm_repeats = REPEATS[mode]
+    sizes = tuple(int(s) for s in args.sizes.split(",") if s) or (TINY["sizes"] if args.tiny else SOLVER_SIZES)
+    rank = args.rank or (TINY["rank"] if args.tiny else SOLVER_RANK)
+    scan_steps, warmup, cov_batches = ((TINY["scan_steps"], TINY["warmup"], TINY["cov_batches"]) if args.tiny
+                                       else (SCAN_STEPS, WARMUP_STEPS, COV_BATCHES))
+
+    def progress(message):
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    gm = measure_gm(gm_repeats, scan_steps, warmup, cov_batches, progress)
+    solver_rows = measure_solvers(sizes, rank, (solver_repeats, solver_repeats_4096), cov_batches, progress)
+    progress("done")
+
+    machine = results.machine_info()
+    machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
+    command = " ".join(["python -m benchmarks.low_rank", *(sys.argv[1:] if argv is None else argv)]).strip()
+    settings = {"tau": TAU, "sizes": list(sizes), "rank": rank, "cov_batches": cov_batches, "scan_steps": scan_steps,
+                "warmup": warmup, "gm_tol": GM_TOL,
+                "repeats": {"solvers": solver_repeats, "solvers_4096": solver_repeats_4096, "gm": gm_repeats}}
+    markdown = to_markdown(machine, command, settings, solver_rows, gm)
+    print(markdown)
+    report = {"machine": machine, "command": command, "settings": settings, "solvers": solver_rows, "gm": gm,
+              "seconds": time.perf_counter() - started, "markdown": markdown}
+    results.write(args.out, "low_rank", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
