@@ -68,7 +68,9 @@ class AlternatingMethod:
         }
         self.predicts = {m: steps.make_predict(g) for m, g in self.graphdefs.items()}
         # One compiled program for the three eigendecompositions (2.7x faster than op by op).
-        self.flat_transforms = jax.jit(lambda covariances: mie_jax.flat_transforms(covariances, config.tau))
+        rank = config.gm_rank or None
+        self.flat_transforms = jax.jit(lambda covariances: mie_jax.flat_transforms(
+            covariances, config.tau, rank, config.gm_tol if rank else None, solver=config.gm_solver))
 
     @property
     def num_phases(self) -> int:
@@ -93,8 +95,10 @@ class AlternatingMethod:
         if not self.config.uses_gradient_modification:
             return None
         params = state["params"][modality]
-        if phase == 0:  # Nothing trained before: T = I (Algorithm 1's start).
-            matrices = {l: jnp.eye(c.shape[0]) for l, c in state["covariance"][modality].items()}
+        if phase == 0:  # Nothing trained before: T = I (Algorithm 1's start), in the form later phases use.
+            rank = self.config.gm_rank
+            matrices = {l: mie_jax.LowRankTransform.identity(c.shape[0], min(rank, c.shape[0])) if rank
+                        else jnp.eye(c.shape[0]) for l, c in state["covariance"][modality].items()}
             if self.mesh is not None:  # Placed like later T, so the phase compiles once, not twice.
                 matrices = parallel.replicate(matrices, self.mesh)
         else:

@@ -54,6 +54,14 @@ class TrainConfig:
         training steps, no extra pass).
       covariance_statistic: see :func:`mie_jax.update_covariance`.
       tau: the damping strength of T (Eq. 7).
+      gm_rank: 0 for the dense T (the paper); ``r >= 1`` applies T as the
+        identity plus a rank-``r`` correction (:class:`mie_jax.LowRankTransform`),
+        exact up to its reported bound, at ``4 d r`` instead of ``2 d^2`` FLOPs
+        per output column.
+      gm_tol: with ``gm_rank``, modes whose damping ``1 - sigma`` is at most
+        this are dropped (the bound is the largest one dropped).
+      gm_solver: with ``gm_rank``, ``eigh`` (exact) or ``subspace`` (block
+        power iteration, cheaper from d ~ 1024 on).
       rho: SAM's radius (Eq. 3).
       sam_normalize: ``global`` (paper) or ``per_tensor`` (released code).
       sam_params: ``all`` (paper) or ``head`` (the released code: only the
@@ -135,6 +143,9 @@ class TrainConfig:
     covariance: str = "pass"
     covariance_statistic: str = "batch_mean"
     tau: float = 0.4
+    gm_rank: int = 0
+    gm_tol: float = 1e-3
+    gm_solver: str = "eigh"
     rho: float = 0.05
     sam_normalize: str = "global"
     sam_mix: Any = None
@@ -189,6 +200,7 @@ class TrainConfig:
         _check_choice("selection_metric", self.selection_metric, ("accuracy", "macro_f1"))
         _check_choice("select_on", self.select_on, ("validation", "test"))
         _check_choice("joint_fusion", self.joint_fusion, ("concat", "average"))
+        _check_choice("gm_solver", self.gm_solver, ("eigh", "subspace"))
         for name in ("sam_per_device", "fresh_optimizer_per_phase", "reload_best_per_phase", "mla_projection"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
@@ -256,7 +268,7 @@ _INT_RANGES = (
     ("eval_batch_size", 1, ""),
     ("seed", 0, "--seed or --set seed="), ("num_devices", 0, "0: all devices"),
     ("skip_nonfinite_steps", 0, "0: stop at a non-finite loss"),
-    ("chunk_steps", 0, "0: automatic"), ("checkpoint_every_steps", 0, "0: off"),
+    ("gm_rank", 0, "0: the dense T"), ("chunk_steps", 0, "0: automatic"), ("checkpoint_every_steps", 0, "0: off"),
     ("image_size", 0, "0: the dataset's default"), ("num_frames", 0, "0: the dataset's default"),
     ("text_length", 0, "0: the dataset's default"),
 )
@@ -264,6 +276,7 @@ _INT_RANGES = (
 # "(" and ")" exclude the bound, "[" and "]" include it, None leaves that side open.
 _FLOAT_RANGES = (
     ("tau", ("(", 0.0), None, "T's damping strength, Eq. 7; the paper: 0.4"),
+    ("gm_tol", ("[", 0.0), (")", 1.0), "damping below which a mode of T is dropped"),
     ("rho", ("[", 0.0), None, "SAM's radius"),
     ("learning_rate", ("(", 0.0), None, ""),
     ("momentum", ("[", 0.0), (")", 1.0), ""),
