@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mie_jax.models.i3d import BN_EPSILON
+from mie_jax.models.i3d import BN_MOMENTUM
 from mie_jax.models.i3d import I3D
 from mie_jax.models.i3d import InceptionModule
 from mie_jax.models.i3d import Unit3D
+from mie_jax.models.resnet import TorchBatchNorm
 from mie_jax.train.steps import apply_model
 from mie_jax.train.steps import split_model
 from tests.conv_models import all_changed, check_batchnorm_modes, param_count
@@ -105,6 +108,13 @@ def test_full_width_parameter_count_matches_reference():
     assert sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(stats)) == 2 * (
         64 + 64 + 192 + sum(map(sum, _INCEPTION_TABLE))
     )
+
+
+def test_batchnorm_is_pytorch_i3d_s():
+    """BatchNorm3d(eps=0.001, momentum=0.01), with torch's (unbiased) running-variance update."""
+    unit = nnx.eval_shape(lambda: Unit3D(2, 4, rngs=nnx.Rngs(0)))
+    assert isinstance(unit.bn, TorchBatchNorm)
+    assert (unit.bn.epsilon, unit.bn.momentum) == (BN_EPSILON, BN_MOMENTUM) == (1e-3, 0.99)
 
 
 def test_reference_clip_reaches_8x7x7():

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mie_jax.models.resnet import BN_EPSILON
+from mie_jax.models.resnet import BN_MOMENTUM
 from mie_jax.models.resnet import BasicBlock
 from mie_jax.models.resnet import Bottleneck
 from mie_jax.models.resnet import FrameResNet
 from mie_jax.models.resnet import ResNet
+from mie_jax.models.resnet import TorchBatchNorm
 from mie_jax.models.resnet import resnet18
 from mie_jax.models.resnet import resnet50
 from tests.conv_models import all_changed, batch_stats_snapshot, check_batchnorm_modes, forward, param_count
@@ -88,6 +91,22 @@ def test_full_width_parameter_counts_match_torchvision():
 def test_batch_stats_update_only_in_training(audio_resnet):
     model = nnx.clone(audio_resnet)  # Its statistics change: leave the shared one alone.
     assert check_batchnorm_modes(model, _images(2, 4, 1)).shape == (4, model.out_features)
+
+
+def test_batchnorm_keeps_running_averages_as_torch():
+    """Normalises with the biased batch variance; the running variance takes the unbiased one, as torch's."""
+    bn = TorchBatchNorm(3, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(2, 4, 5, 3)).astype(np.float32)
+    flat = x.reshape(-1, 3)
+    normalised = (x - flat.mean(axis=0)) / np.sqrt(flat.var(axis=0) + BN_EPSILON)
+    np.testing.assert_allclose(bn(jnp.asarray(x), use_running_average=False), normalised, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.mean[...], 0.1 * flat.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.var[...], 0.9 + 0.1 * flat.var(axis=0, ddof=1), rtol=1e-5)
+    # Evaluation normalises with the running averages and leaves them.
+    mean, var = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
+    np.testing.assert_allclose(bn(jnp.asarray(x), use_running_average=True), (x - mean) / np.sqrt(var + BN_EPSILON),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(bn.var[...], var)
 
 
 def test_frame_resnet_pools_over_frames(audio_resnet):

@@ -27,7 +27,8 @@ Each Inception module concatenates four branches on the channels: 1x1x1;
 widths of :data:`MIXED_CHANNELS`. Every convolution is bias-free and followed
 by BatchNorm and ReLU (pytorch-i3d's ``Unit3D``); BatchNorm is pytorch-i3d's
 ``BatchNorm3d(eps=0.001, momentum=0.01)``, i.e. flax ``momentum=0.99``, with a
-scale and a bias per channel. At full width the encoder has 12,287,264
+scale and a bias per channel, and torch's update of the running variance
+(unbiased: :class:`mie_jax.models.resnet.TorchBatchNorm`). At full width the encoder has 12,287,264
 parameters for RGB input (conv kernels and BatchNorm scales and biases;
 pytorch-i3d's 400-class ``logits`` layer would add 410,000; the original
 TensorFlow model has no BatchNorm scale, hence fewer), 12,243,360 for depth
@@ -45,6 +46,9 @@ average pool, so any clip size works.
 
 Convolution kernels are initialised like torch's ``Conv3d`` default (which
 pytorch-i3d keeps): uniform on ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``.
+pytorch-i3d's ImageNet-inflated weights (``rgb_imagenet.pt``, ``flow_imagenet.pt``)
+load with :func:`mie_jax.models.pretrained.load_i3d`; they expect pixels and
+flow scaled to [-1, 1], as that repository's loaders scale them.
 
 Like :mod:`mie_jax.models.resnet`, the model is stateful through BatchNorm:
 ``train=True`` normalises with the batch statistics and updates the running
@@ -62,6 +66,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from mie_jax.models.resnet import TorchBatchNorm
 
 # pytorch-i3d's BatchNorm3d(eps=0.001, momentum=0.01): running = 0.99 * running + 0.01 * batch.
 BN_EPSILON = 1e-3
@@ -133,7 +139,7 @@ class Unit3D(nnx.Module):
             kernel_init=_conv_init,
             rngs=rngs,
         )
-        self.bn = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
+        self.bn = TorchBatchNorm(out_features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
 
     def __call__(self, x, *, train: bool):
         return jax.nn.relu(self.bn(self.conv(x), use_running_average=not train))

@@ -13,6 +13,8 @@ no bias, the 3x3 max-pool pads with -inf, the Bottleneck strides in its 3x3
 convolution (ResNet v1.5), and BatchNorm uses torch's defaults (eps 1e-5,
 running-average momentum 0.1, i.e. flax ``momentum=0.9``), so the parameter
 counts equal torchvision's: 11,176,512 for ResNet18 and 23,508,032 for ResNet50.
+With torchvision's weights (:mod:`mie_jax.models.pretrained`) the models compute
+torchvision's function, in training too: see :class:`TorchBatchNorm`.
 
 BatchNorm makes the models stateful: ``train=True`` normalises with the batch
 statistics and updates the running averages (``nnx.BatchStat`` variables);
@@ -68,8 +70,52 @@ def _conv(in_features, out_features, kernel, stride, *, rngs):
     )
 
 
+class TorchBatchNorm(nnx.BatchNorm):
+    """BatchNorm over the last axis that keeps its running averages as torch's ``BatchNorm`` does.
+
+    In training both normalise with the biased batch variance, but torch
+    updates the running variance with the unbiased one (times ``n / (n - 1)``,
+    ``n`` the values per channel: batch x spatial size), where flax's
+    ``nnx.BatchNorm`` uses the biased one. The models here are ports of torch
+    models (torchvision's ResNets, pytorch-i3d) whose peers train in torch,
+    pretrained or from scratch, so every one of them uses torch's update: then
+    after the same training steps the running statistics, hence evaluation,
+    agree with the peers'. The batch statistics are computed in two passes
+    (mean, then the mean squared deviation), as torch does, rather than with
+    flax's one-pass ``E[x^2] - E[x]^2``, which loses precision in float32.
+    (With a single value per channel, where torch refuses to train, the
+    running variance takes the biased one.)
+
+    The variables (``scale``, ``bias``, ``mean``, ``var``) are ``nnx.BatchNorm``'s.
+    """
+
+    def __call__(self, x, use_running_average: bool):
+        """Normalises ``x`` ``[..., features]``.
+
+        Args:
+            x: The input, features on the last axis.
+            use_running_average: Whether to normalise with the running averages
+                (evaluation); otherwise with the batch statistics, updating the
+                running averages (training).
+
+        Returns:
+            The normalised input, scaled and shifted per feature.
+        """
+        if use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            count = x.size // x.shape[-1]
+            unbiased = var * (count / max(count - 1, 1))
+            self.mean[...] = jax.lax.stop_gradient(self.momentum * self.mean[...] + (1 - self.momentum) * mean)
+            self.var[...] = jax.lax.stop_gradient(self.momentum * self.var[...] + (1 - self.momentum) * unbiased)
+        return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) + self.bias[...]
+
+
 def _bn(features, *, rngs):
-    return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
+    return TorchBatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
 
 
 class _Shortcut(nnx.Module):
@@ -165,6 +211,8 @@ class ResNet(nnx.Module):
     wherever the shape changes); then a global average pool.
 
     Attributes:
+        block_type: ``"basic"`` or ``"bottleneck"``.
+        stage_sizes: Number of blocks in each of the four stages.
         out_features: Width of the feature vector: ``8 * width * expansion``
             (512 for ResNet18, 2048 for ResNet50 at ``width=64``).
     """
@@ -196,6 +244,8 @@ class ResNet(nnx.Module):
         if len(stage_sizes) != len(STAGE_WIDTHS):
             raise ValueError(f"stage_sizes must have {len(STAGE_WIDTHS)} entries, got {tuple(stage_sizes)}.")
         block_cls = BasicBlock if block == "basic" else Bottleneck
+        self.block_type = block
+        self.stage_sizes = tuple(stage_sizes)
         self.conv = _conv(in_channels, width, 7, 2, rngs=rngs)
         self.bn = _bn(width, rngs=rngs)
         blocks = []
