@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mie_jax.models import bert as bert_lib
+from mie_jax.models import pretrained
 from mie_jax.models.mlp import MLPEncoder
 from mie_jax.models.i3d import I3D
 from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
@@ -36,17 +37,23 @@ class ProjectedEncoder(nnx.Module):
     """A backbone's features, linearly projected to ``dim``; uint8 inputs are scaled to [0, 1].
 
     With ``imagenet_normalize``, the [0, 1] pixels are then standardised with
-    ImageNet's per-channel mean and standard deviation (RGB inputs).
+    ImageNet's per-channel mean and standard deviation (RGB inputs). With
+    ``signed_pixels``, uint8 inputs are scaled to [-1, 1] instead, as
+    pytorch-i3d's loaders scale the frames and flow its weights were trained on.
     """
 
     def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs,
-                 imagenet_normalize: bool = False):
+                 imagenet_normalize: bool = False, signed_pixels: bool = False):
         self.backbone = backbone
         self.projection = nnx.Linear(in_features, dim, rngs=rngs)
         self.imagenet_normalize = imagenet_normalize
+        self.signed_pixels = signed_pixels
 
     def __call__(self, x, *, train: bool = False):
-        x = scale_pixels(x)
+        if self.signed_pixels and x.dtype == jnp.uint8:
+            x = x.astype(jnp.float32) / 127.5 - 1.0
+        else:
+            x = scale_pixels(x)
         if self.imagenet_normalize:
             x = (x - jnp.array(IMAGENET_MEAN)) / jnp.array(IMAGENET_STD)
         return self.projection(self.backbone(x, train=train))
@@ -93,11 +100,17 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
     """The encoder ``name`` for ``modality``'s examples of ``input_shape``, with ``config.dim`` outputs.
 
     A modality in ``config.imagenet_normalize`` gets its RGB pixels
-    standardised with ImageNet's statistics (:class:`ProjectedEncoder`).
+    standardised with ImageNet's statistics (:class:`ProjectedEncoder`). A
+    modality that ``config.encoder_weights`` names gets its backbone's weights
+    from that file (:mod:`mie_jax.models.pretrained`); the projection stays
+    random. A pretrained I3D takes uint8 frames scaled to [-1, 1], the range of
+    pytorch-i3d's training inputs.
 
     Raises:
-      ValueError: inputs of a shape the encoder cannot take, or ImageNet
-        normalisation for an encoder or inputs without RGB pixels.
+      ValueError: inputs of a shape the encoder cannot take, ImageNet
+        normalisation for an encoder or inputs without RGB pixels, pretrained
+        weights for an encoder without a backbone, or weights that do not fit.
+      FileNotFoundError, ImportError: as :func:`mie_jax.models.pretrained.read_state_dict`.
     """
     shape = tuple(input_shape)
     expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "i3d": 4, "bert": 1}[name]
@@ -107,6 +120,10 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
     if imagenet_normalize and (name in ("mlp", "bert") or shape[-1] != 3):
         raise ValueError(f"imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
                          f"{shape}; expected RGB images or clips (3 channels last) into an image encoder.")
+    weights_path = pretrained.weights_by_modality(config.encoder_weights, config.modalities).get(modality)
+    if weights_path and name in ("mlp", "bert"):
+        raise ValueError(f"encoder_weights names {modality!r}, whose encoder {name!r} takes none; expected a "
+                         f"ResNet or I3D modality{' (BERT loads from bert_dir)' if name == 'bert' else ''}.")
     if name == "mlp":
         return MLPEncoder(shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
     if name == "bert":
@@ -114,10 +131,14 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
         return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.dim, rngs=rngs)
     if name == "i3d":  # Clips [T, H, W, C]: RGB 3, depth 1, optical flow 2 channels.
         backbone = I3D(shape[-1], width_multiplier=config.resnet_width / 64, rngs=rngs)
+        if weights_path:
+            pretrained.load_backbone(backbone, weights_path)
         return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
-                                imagenet_normalize=imagenet_normalize)
+                                imagenet_normalize=imagenet_normalize, signed_pixels=bool(weights_path))
     make = resnet50 if name == "resnet50" else resnet18
     backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
+    if weights_path:
+        pretrained.load_backbone(backbone, weights_path)
     if name == "frames_resnet18":
         backbone = FrameResNet(backbone)
     return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
