@@ -25,6 +25,7 @@ import jax
 
 from experiments import configs, outputs
 from experiments import workdir as workdirs
+from experiments.configs import paper as paper_configs
 from mie_jax.data.registry import DATASETS, check_dataset, load_dataset
 from mie_jax.models.encoders import encoder_names
 from mie_jax.train import METHODS, checkpoint, make_config, parallel, train
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
                                  method=args.method, variant=args.variant, seed=args.seed)
             workdir = args.workdir or os.path.join(
                 "workdir", f"{args.dataset}-{config.method}-{config.variant}-seed{config.seed}")
+            if writer and (warning := paper_configs.missing_pretrained_warning(args.dataset, config)):
+                print(warning, file=sys.stderr, flush=True)
             if writer:
                 workdirs.check_workdir(workdir, resume=args.resume)  # Refusals come before the data loads.
             dataset = load_dataset(args.dataset, config.modalities, config.load_options(args.data_dir))

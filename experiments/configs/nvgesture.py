@@ -5,10 +5,27 @@ NVIDIA's list files and videos plus precomputed flow (see
 for model selection. Clips are 8 frames of 112 x 112 by default
 (``--set num_frames=... image_size=...``).
 
+Pretrained weights: the paper follows Wu et al., whose I3D branches start from
+the Kinetics-trained, ImageNet-inflated I3D: pytorch-i3d's ``rgb_imagenet.pt``
+for RGB and for depth (its 1-channel stem is the mean of the RGB filters) and
+``flow_imagenet.pt`` for optical flow. Load the ``.pt`` files where torch is
+installed, or convert them once with ``python -m mie_jax.models.convert``
+(below: to rgb.safetensors and flow.safetensors). With pretrained I3D weights,
+uint8 frames are scaled to [-1, 1], as pytorch-i3d's loaders scale them. A run
+without them warns at its start.
+
   python -m experiments.run --dataset nvgesture --data-dir /data/nvGesture_v1
+      --set encoder_weights=rgb=/w/rgb.safetensors,depth=/w/rgb.safetensors,flow=/w/flow.safetensors
 """
 
 from experiments.configs import paper
+
+# The pretrained weights the paper's setting assumes, by modality (paper.missing_pretrained_warning).
+PRETRAINED_WEIGHTS = {
+    "rgb": "I3D RGB, --set encoder_weights=rgb=rgb_imagenet.safetensors",
+    "depth": "I3D RGB (stem averaged), --set encoder_weights=depth=rgb_imagenet.safetensors",
+    "flow": "I3D flow, --set encoder_weights=flow=flow_imagenet.safetensors",
+}
 
 
 def get_config() -> dict:

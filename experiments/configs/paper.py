@@ -1,5 +1,7 @@
 """The paper's settings (section 4.2.3) that its datasets' configs share."""
 
+import importlib
+
 # MIE itself: tau of Eq. 7 and the covariance pass's batch.
 METHOD = {"tau": 0.4, "covariance_batch_size": 12}
 # Audio-video and NVGesture: SGD, divided by 10 on plateau.
@@ -30,4 +32,32 @@ IMAGE_TEXT = {
     "dim": 1024,
     "batch_size": 32,
     "rho": 1e-15,
+    # The peers' (TomBERT's, Cai et al.'s) image loaders Normalize with ImageNet's statistics, which
+    # their ImageNet-pretrained ResNet expects.
+    "imagenet_normalize": ("image",),
 }
+
+# A dataset config's PRETRAINED_WEIGHTS describes, per modality, the weights its peers start from;
+# for the TEXT modality that is a BERT checkpoint in bert_dir, for the others encoder_weights.
+TEXT = "text"
+
+
+def missing_pretrained_warning(dataset: str, config) -> str:
+    """One line saying which pretrained weights the paper's ``dataset`` setting assumes and this run lacks.
+
+    Args:
+        dataset: The ``--dataset`` name.
+        config: The run's ``TrainConfig``.
+
+    Returns:
+        The warning, or "" when the dataset assumes none or the run has them all
+        (``encoder_weights`` for the backbones, ``bert_dir`` for the text).
+    """
+    assumed = getattr(importlib.import_module(f"experiments.configs.{dataset}"), "PRETRAINED_WEIGHTS", {})
+    named = {entry.partition("=")[0] for entry in config.encoder_weights}
+    missing = [m for m in assumed if m in config.modalities and not (config.bert_dir if m == TEXT else m in named)]
+    if not missing:
+        return ""
+    wanted = "; ".join(f"{m}: {assumed[m]}" for m in missing)
+    return (f"warning: the paper's {dataset} setting starts from pretrained encoders, which this run lacks "
+            f"({wanted}); see experiments/configs/{dataset}.py.")

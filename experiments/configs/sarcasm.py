@@ -3,10 +3,25 @@
 The published text files and images (see ``mie_jax.data.builders.sarcasm``);
 the published validation split selects the model.
 
-  python -m experiments.run --dataset sarcasm --data-dir /data/sarcasm --set bert_dir=/models/bert-base-uncased
+Pretrained weights: the paper follows Cai et al., whose image encoder is an
+ImageNet-pretrained ResNet (ResNet50 here, torchvision's weights), with
+BERT-base for the text. Give them as local files: ``--set encoder_weights=image=FILE``
+(torchvision's names, e.g. timm's ``resnet50.tv_in1k`` ``model.safetensors``,
+or torchvision's ``resnet50-*.pth`` converted with ``python -m mie_jax.models.convert``)
+and ``--set bert_dir=DIR`` (a Hugging Face BERT-base directory). A run without
+them warns at its start.
+
+  python -m experiments.run --dataset sarcasm --data-dir /data/sarcasm
+      --set bert_dir=/models/bert-base-uncased --set encoder_weights=image=/models/resnet50.tv_in1k/model.safetensors
 """
 
 from experiments.configs import paper
+
+# The pretrained weights the paper's setting assumes, by modality (paper.missing_pretrained_warning).
+PRETRAINED_WEIGHTS = {
+    "image": "ImageNet ResNet50, --set encoder_weights=image=resnet50.safetensors",
+    paper.TEXT: "BERT-base, --set bert_dir=DIR",
+}
 
 
 def get_config() -> dict:

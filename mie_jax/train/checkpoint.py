@@ -20,9 +20,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-# Config keys that change where the computation runs, not what it computes:
-# a checkpoint moves freely between their values (e.g. from 8 devices to 1).
-LAYOUT_KEYS = ("num_devices",)
+# Config keys that change where or in what pieces the computation runs, not what it computes:
+# a checkpoint moves freely between their values (e.g. from 8 devices to 1, or to another chunk size).
+LAYOUT_KEYS = ("num_devices", "chunk_steps", "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_minutes")
 
 # The keys of the per-array checksums, and of the checksum of the rest of the metadata, in a checkpoint's metadata.
 CHECKSUMS_KEY = "array_checksums"
