@@ -95,8 +95,12 @@ def measure_solvers(sizes, rank: int, repeats, cov_batches: int, progress) -> Li
         progress(f"solvers at d = {d} ...")
         cov = relu_covariance(d, cov_batches)
         start = jax.random.normal(jax.random.key(0), (d, rank), jnp.float32)
-        fns = {"eigh": (eigh, cov), "lobpcg": (lobpcg, cov, start), "dense_t": (dense, cov),
-               "subspace_t": (subspace, cov)}
+        fns = {
+            "eigh": (eigh, cov),
+            "lobpcg": (lobpcg, cov, start),
+            "dense_t": (dense, cov),
+            "subspace_t": (subspace, cov),
+        }
         outputs = {name: fn(*args) for name, (fn, *args) in fns.items()}  # Compile and warm up.
         count = repeats[1] if d >= 4096 else repeats[0]
         samples = {name: [] for name in fns}
@@ -108,32 +112,45 @@ def measure_solvers(sizes, rank: int, repeats, cov_batches: int, progress) -> Li
         exact = eigh_low_rank(cov)  # The exact truncation: what the subspace solver approximates.
         eigenvalues = outputs["eigh"][0][::-1]
         theta = outputs["lobpcg"][0]
-        rows.append({
-            "d": d, "rank": rank, "repeats": count, "ms": ms,
-            "subspace_speedup_vs_dense_t": ms["dense_t"] / ms["subspace_t"],
-            "lobpcg_speedup_vs_eigh": ms["eigh"] / ms["lobpcg"],
-            "tol_1e-3_rank": int(mie_jax.flat_rank(cov, TAU, GM_TOL)),
-            "subspace_error": spectral_distance(t_dense, outputs["subspace_t"].dense()),
-            "subspace_bound": float(outputs["subspace_t"].bound),
-            "exact_truncation_error": spectral_distance(t_dense, exact.dense()),
-            "exact_bound": float(exact.bound),
-            "lobpcg_max_rel_eigenvalue_error": float(jnp.max(jnp.abs(theta - eigenvalues[:rank]) / eigenvalues[0])),
-        })
+        rows.append(
+            {
+                "d": d,
+                "rank": rank,
+                "repeats": count,
+                "ms": ms,
+                "subspace_speedup_vs_dense_t": ms["dense_t"] / ms["subspace_t"],
+                "lobpcg_speedup_vs_eigh": ms["eigh"] / ms["lobpcg"],
+                "tol_1e-3_rank": int(mie_jax.flat_rank(cov, TAU, GM_TOL)),
+                "subspace_error": spectral_distance(t_dense, outputs["subspace_t"].dense()),
+                "subspace_bound": float(outputs["subspace_t"].bound),
+                "exact_truncation_error": spectral_distance(t_dense, exact.dense()),
+                "exact_bound": float(exact.bound),
+                "lobpcg_max_rel_eigenvalue_error": float(jnp.max(jnp.abs(theta - eigenvalues[:rank]) / eigenvalues[0])),
+            }
+        )
     return rows
 
 
 # --- gradient modification on the mfeat MLP ---
 
+
 def init_mlp(seed: int) -> Dict[str, Dict[str, jax.Array]]:
     keys = jax.random.split(jax.random.key(seed), len(LAYERS))
-    return {name: {"kernel": jax.random.normal(k, shape, jnp.float32) * jnp.sqrt(2.0 / shape[0]),
-                   "bias": jnp.zeros(shape[1], jnp.float32)}
-            for name, k, shape in zip(NAMES, keys, LAYERS)}
+    return {
+        name: {
+            "kernel": jax.random.normal(k, shape, jnp.float32) * jnp.sqrt(2.0 / shape[0]),
+            "bias": jnp.zeros(shape[1], jnp.float32),
+        }
+        for name, k, shape in zip(NAMES, keys, LAYERS)
+    }
 
 
 def forward(params, x):
     """The logits and the inputs of the head layers (what their covariances summarise)."""
-    dense = lambda name, h: h @ params[name]["kernel"] + params[name]["bias"]
+
+    def dense(name, h):
+        return h @ params[name]["kernel"] + params[name]["bias"]
+
     h = jax.nn.relu(dense("enc2", jax.nn.relu(dense("enc1", x))))
     hidden = jax.nn.relu(dense("fc1", h))
     bottleneck = dense("fc2", hidden)
@@ -169,9 +186,10 @@ def scanned_steps(tx) -> Callable:
 def head_covariances(params, x: np.ndarray, batches: int) -> Dict[str, jax.Array]:
     """Eq. 5 of the head inputs over ``batches`` consecutive batches of 12 rows of ``x``."""
     _, inputs = jax.jit(forward)(params, jnp.asarray(x[: batches * COV_BATCH]))
-    return {name: jax.vmap(lambda z: jnp.outer(z.mean(0), z.mean(0)))(
-                f.reshape(batches, COV_BATCH, -1)).sum(0)
-            for name, f in inputs.items()}
+    return {
+        name: jax.vmap(lambda z: jnp.outer(z.mean(0), z.mean(0)))(f.reshape(batches, COV_BATCH, -1)).sum(0)
+        for name, f in inputs.items()
+    }
 
 
 def kernel_tree(params, leaves):
@@ -200,11 +218,17 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
     # The rank is a static shape: the one tol needs on this covariance (the trainer would fix it in its config).
     low_rank = {name: mie_jax.flat_transform(c, TAU, max(1, ranks[name]), GM_TOL) for name, c in covariances.items()}
     bounds = {name: float(t.bound) for name, t in low_rank.items()}
-    errors = {name: float(np.linalg.norm(np.asarray(dense[name], np.float64)
-                                         - np.asarray(low_rank[name].dense(), np.float64), 2))
-              for name in HEAD}
-    variants = {"plain": (plain_tx, run_plain, None), "gm_dense": (gm_tx, run_gm, kernel_tree(params, dense)),
-                "gm_low_rank": (gm_tx, run_gm, kernel_tree(params, low_rank))}
+    errors = {
+        name: float(
+            np.linalg.norm(np.asarray(dense[name], np.float64) - np.asarray(low_rank[name].dense(), np.float64), 2)
+        )
+        for name in HEAD
+    }
+    variants = {
+        "plain": (plain_tx, run_plain, None),
+        "gm_dense": (gm_tx, run_gm, kernel_tree(params, dense)),
+        "gm_low_rank": (gm_tx, run_gm, kernel_tree(params, low_rank)),
+    }
     progress("compiling the GM variants ...")
     runs = {}
     for name, (tx, run, transforms) in variants.items():
@@ -226,33 +250,47 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
     rows = []
     for name in names:
         mflops = runs[name][3]
-        rows.append({
-            "variant": name, "ms_per_step": 1e3 * statistics.median(samples[name]),
-            "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
-            "mflop_per_step": mflops,
-            "flop_ratio": mflops / runs["plain"][3] if mflops and runs["plain"][3] else None,
-        })
-    return {"rows": rows, "tol": GM_TOL, "ranks": ranks, "bounds": bounds, "errors": errors,
-            "dims": {name: int(covariances[name].shape[0]) for name in HEAD}}
+        rows.append(
+            {
+                "variant": name,
+                "ms_per_step": 1e3 * statistics.median(samples[name]),
+                "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
+                "mflop_per_step": mflops,
+                "flop_ratio": mflops / runs["plain"][3] if mflops and runs["plain"][3] else None,
+            }
+        )
+    return {
+        "rows": rows,
+        "tol": GM_TOL,
+        "ranks": ranks,
+        "bounds": bounds,
+        "errors": errors,
+        "dims": {name: int(covariances[name].shape[0]) for name in HEAD},
+    }
 
 
 def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict) -> str:
     load = machine["load_average_1min"]
     env = ", ".join(f"{k}={v}" for k, v in machine["environment"].items()) or "default"
     lines = [
-        "# Low-rank T (MIE Eq. 7): top-r solvers and GM cost", "",
+        "# Low-rank T (MIE Eq. 7): top-r solvers and GM cost",
+        "",
         f"Machine: {machine['hostname']}, {machine['platform']}, {machine['cpu']} ({machine['cpu_count']} CPUs); "
         f"jax {machine['jax']}, backend {machine['backend']}; {machine['date_utc']} UTC; "
-        f"1-min load average {load['before']} before, {load['after']} after; environment {env}.", "",
-        f"Command: `{command}`", "",
+        f"1-min load average {load['before']} before, {load['after']} after; environment {env}.",
+        "",
+        f"Command: `{command}`",
+        "",
         f"## Solvers (float32, jitted, warm; median of {settings['repeats']['solvers']} calls, "
-        f"{settings['repeats']['solvers_4096']} at d >= 4096)", "",
+        f"{settings['repeats']['solvers_4096']} at d >= 4096)",
+        "",
         f"Covariance: Eq. 5 of {settings['cov_batches']} batches of {COV_BATCH} ReLU features (rank "
         f"{settings['cov_batches']}). `dense T`: `flat_transform(cov, {TAU})` (eigh and the products). `subspace T`: "
-        f"`flat_transform(cov, {TAU}, rank={settings['rank']}, solver=\"subspace\")` (block power iteration on "
+        f'`flat_transform(cov, {TAU}, rank={settings["rank"]}, solver="subspace")` (block power iteration on '
         f"{2 * settings['rank']} vectors, 8 iterations, Rayleigh-Ritz; the whole low-rank T). `lobpcg`: "
         f"`lobpcg_standard` top {settings['rank']} eigenpairs only. Errors: `||T - T_r||_2` against the dense T "
-        "(power iteration); `exact` is the truncation of eigh's decomposition to the same rank.", "",
+        "(power iteration); `exact` is the truncation of eigh's decomposition to the same rank.",
+        "",
         "| d | eigh ms | dense T ms | lobpcg ms | subspace T ms | dense T / subspace T | eigh / lobpcg | "
         "rank at tol 1e-3 | subspace error | subspace bound | exact error | exact bound | "
         "lobpcg max eig err / lambda_max |",
@@ -265,33 +303,41 @@ def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[d
             f"{row['subspace_speedup_vs_dense_t']:.1f}x | {row['lobpcg_speedup_vs_eigh']:.1f}x | "
             f"{row['tol_1e-3_rank']} | {row['subspace_error']:.2e} | {row['subspace_bound']:.2e} | "
             f"{row['exact_truncation_error']:.2e} | {row['exact_bound']:.2e} | "
-            f"{row['lobpcg_max_rel_eigenvalue_error']:.1e} |")
+            f"{row['lobpcg_max_rel_eigenvalue_error']:.1e} |"
+        )
     lines += [
-        "", f"## Gradient modification on the mfeat MLP ({settings['scan_steps']} scanned steps per call, "
-        f"batch 64, median of {settings['repeats']['gm']} interleaved repeats)", "",
+        "",
+        f"## Gradient modification on the mfeat MLP ({settings['scan_steps']} scanned steps per call, "
+        f"batch 64, median of {settings['repeats']['gm']} interleaved repeats)",
+        "",
         f"T of the head inputs (fc1, fc2, fc3: d = {gm['dims']['fc1']}, {gm['dims']['fc2']}, {gm['dims']['fc3']}) "
         f"after {settings['warmup']} plain steps, {settings['cov_batches']} covariance batches of {COV_BATCH}. "
         f"Low-rank: `flat_transform(cov, {TAU}, rank, tol={gm['tol']})` with the rank `flat_rank` gives for that "
         f"tol: {', '.join(f'{k} {v}' for k, v in gm['ranks'].items())}; bounds "
         f"{', '.join(f'{k} {v:.1e}' for k, v in gm['bounds'].items())}; measured `||T - T_r||_2` "
-        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['errors'].items())}.", "",
+        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['errors'].items())}.",
+        "",
         "| variant | ms/step | ratio to plain | MFLOP/step (XLA) | FLOP ratio |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in gm["rows"]:
         flops = "-" if row["mflop_per_step"] is None else f"{row['mflop_per_step']:.1f}"
         flop_ratio = "-" if row["flop_ratio"] is None else f"{row['flop_ratio']:.3f}"
-        lines.append(f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
-                     f"{flops} | {flop_ratio} |")
+        lines.append(
+            f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
+            f"{flops} | {flop_ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.low_rank", description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="small sizes and one repeat (a smoke run, meaningless numbers)")
-    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT,
-                        help=f"results directory (default: {results.DEFAULT_OUT})")
+    parser.add_argument(
+        "--tiny", action="store_true", help="small sizes and one repeat (a smoke run, meaningless numbers)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})"
+    )
     parser.add_argument("--sizes", default="", help=f"comma-separated solver sizes d (default {SOLVER_SIZES})")
     parser.add_argument("--rank", type=int, default=0, help=f"solver rank r (default {SOLVER_RANK})")
     return parser.parse_args(argv)
@@ -305,8 +351,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     solver_repeats, solver_repeats_4096, gm_repeats = REPEATS[mode]
     sizes = tuple(int(s) for s in args.sizes.split(",") if s) or (TINY["sizes"] if args.tiny else SOLVER_SIZES)
     rank = args.rank or (TINY["rank"] if args.tiny else SOLVER_RANK)
-    scan_steps, warmup, cov_batches = ((TINY["scan_steps"], TINY["warmup"], TINY["cov_batches"]) if args.tiny
-                                       else (SCAN_STEPS, WARMUP_STEPS, COV_BATCHES))
+    scan_steps, warmup, cov_batches = (
+        (TINY["scan_steps"], TINY["warmup"], TINY["cov_batches"])
+        if args.tiny
+        else (SCAN_STEPS, WARMUP_STEPS, COV_BATCHES)
+    )
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -318,13 +367,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine = results.machine_info()
     machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.low_rank", *(sys.argv[1:] if argv is None else argv)]).strip()
-    settings = {"tau": TAU, "sizes": list(sizes), "rank": rank, "cov_batches": cov_batches, "scan_steps": scan_steps,
-                "warmup": warmup, "gm_tol": GM_TOL,
-                "repeats": {"solvers": solver_repeats, "solvers_4096": solver_repeats_4096, "gm": gm_repeats}}
+    settings = {
+        "tau": TAU,
+        "sizes": list(sizes),
+        "rank": rank,
+        "cov_batches": cov_batches,
+        "scan_steps": scan_steps,
+        "warmup": warmup,
+        "gm_tol": GM_TOL,
+        "repeats": {"solvers": solver_repeats, "solvers_4096": solver_repeats_4096, "gm": gm_repeats},
+    }
     markdown = to_markdown(machine, command, settings, solver_rows, gm)
     print(markdown)
-    report = {"machine": machine, "command": command, "settings": settings, "solvers": solver_rows, "gm": gm,
-              "seconds": time.perf_counter() - started, "markdown": markdown}
+    report = {
+        "machine": machine,
+        "command": command,
+        "settings": settings,
+        "solvers": solver_rows,
+        "gm": gm,
+        "seconds": time.perf_counter() - started,
+        "markdown": markdown,
+    }
     results.write(args.out, "low_rank", report)
     return 0
 

@@ -51,8 +51,28 @@ BATCH_SIZE = 32
 TIMED_BATCHES = 12
 WORKER_COUNTS = (0, 2)
 TEXT_LENGTH = 40
-WORDS = ("great", "love", "monday", "mornings", "traffic", "again", "so", "happy", "rain", "best", "day", "ever",
-         "<user>", "#not", "the", "weather", "is", "lovely", "today", "thanks")
+WORDS = (
+    "great",
+    "love",
+    "monday",
+    "mornings",
+    "traffic",
+    "again",
+    "so",
+    "happy",
+    "rain",
+    "best",
+    "day",
+    "ever",
+    "<user>",
+    "#not",
+    "the",
+    "weather",
+    "is",
+    "lovely",
+    "today",
+    "thanks",
+)
 
 
 class _Synthetic(PaperBuilder):
@@ -82,9 +102,11 @@ class SarcasmShaped(_Synthetic, sarcasm.Sarcasm):
 
     def example(self, rng):
         size = self.builder_config.image_size
-        return {"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-                "text": " ".join(rng.choice(WORDS, rng.integers(8, 30))),
-                "label": int(rng.integers(len(sarcasm.CLASSES)))}
+        return {
+            "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "text": " ".join(rng.choice(WORDS, rng.integers(8, 30))),
+            "label": int(rng.integers(len(sarcasm.CLASSES))),
+        }
 
 
 class CremaDShaped(_Synthetic, cremad.CremaD):
@@ -92,9 +114,11 @@ class CremaDShaped(_Synthetic, cremad.CremaD):
 
     def example(self, rng):
         size, frames = self.builder_config.image_size, self.builder_config.num_frames
-        return {"audio": rng.normal(size=self.SPECTROGRAM.shape).astype(np.float32),
-                "visual": rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8),
-                "label": int(rng.integers(len(cremad.CLASSES)))}
+        return {
+            "audio": rng.normal(size=self.SPECTROGRAM.shape).astype(np.float32),
+            "visual": rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8),
+            "label": int(rng.integers(len(cremad.CLASSES))),
+        }
 
 
 def pipelines(tokenizer) -> dict:
@@ -102,17 +126,27 @@ def pipelines(tokenizer) -> dict:
     augment = (pipeline.random_resized_crop_and_flip, pipeline.to_float)
     text = pipeline.tokenize(tokenizer, TEXT_LENGTH)
     return {
-        "sarcasm": (SarcasmShaped, (
-            ("image phase", ("image", "label"), {"image": augment}, True),
-            ("text phase", ("text", "label"), {"text": text}, True),
-            ("paired eval", ("image", "text", "label"), {"image": pipeline.to_float, "text": text}, False),
-        )),
-        "cremad": (CremaDShaped, (
-            ("audio phase", ("audio", "label"), {"audio": pipeline.add_channel_axis}, True),
-            ("visual phase", ("visual", "label"), {"visual": augment}, True),
-            ("paired eval", ("audio", "visual", "label"),
-             {"audio": pipeline.add_channel_axis, "visual": pipeline.to_float}, False),
-        )),
+        "sarcasm": (
+            SarcasmShaped,
+            (
+                ("image phase", ("image", "label"), {"image": augment}, True),
+                ("text phase", ("text", "label"), {"text": text}, True),
+                ("paired eval", ("image", "text", "label"), {"image": pipeline.to_float, "text": text}, False),
+            ),
+        ),
+        "cremad": (
+            CremaDShaped,
+            (
+                ("audio phase", ("audio", "label"), {"audio": pipeline.add_channel_axis}, True),
+                ("visual phase", ("visual", "label"), {"visual": augment}, True),
+                (
+                    "paired eval",
+                    ("audio", "visual", "label"),
+                    {"audio": pipeline.add_channel_axis, "visual": pipeline.to_float},
+                    False,
+                ),
+            ),
+        ),
     }
 
 
@@ -126,8 +160,16 @@ def measure(source, fields, transforms, train: bool, num_workers: int) -> dict:
     warmup = warmup_batches(num_workers)
     per_epoch = len(source) // BATCH_SIZE if train else -(-len(source) // BATCH_SIZE)
     dataset = pipeline.modality_pipeline(
-        source, fields, transforms, batch_size=BATCH_SIZE, seed=0, shuffle=train, drop_remainder=train,
-        num_epochs=-(-(warmup + TIMED_BATCHES) // per_epoch), num_workers=num_workers)
+        source,
+        fields,
+        transforms,
+        batch_size=BATCH_SIZE,
+        seed=0,
+        shuffle=train,
+        drop_remainder=train,
+        num_epochs=-(-(warmup + TIMED_BATCHES) // per_epoch),
+        num_workers=num_workers,
+    )
     started = time.perf_counter()
     with contextlib.closing(iter(dataset)) as iterator:
         first = next(iterator)
@@ -179,14 +221,18 @@ def to_markdown(machine: dict, command: str, rows: List[dict], build_s: dict) ->
         lines.append(
             f"| {row['dataset']} | {row['pipeline']} | {', '.join(row['fields'])} | {row['num_workers']} | "
             f"{row['samples_per_s']:.0f} | {row['ms_per_batch']:.1f} | {row['mb_per_batch']:.1f} | "
-            f"{row['first_batch_s']:.2f} |")
+            f"{row['first_batch_s']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.pipeline_throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
+        prog="python -m benchmarks.pipeline_throughput", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})"
+    )
     return parser.parse_args(argv)
 
 
@@ -223,10 +269,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     markdown = to_markdown(machine, command.strip(), rows, build_s)
     print(markdown)
 
-    settings = {"examples": EXAMPLES, "batch_size": BATCH_SIZE, "timed_batches": TIMED_BATCHES,
-                "text_length": TEXT_LENGTH, "read_options": repr(pipeline.READ_OPTIONS)}
-    report = {"machine": machine, "command": command.strip(), "settings": settings, "build_s": build_s,
-              "pipelines": rows, "seconds": time.perf_counter() - started, "markdown": markdown}
+    settings = {
+        "examples": EXAMPLES,
+        "batch_size": BATCH_SIZE,
+        "timed_batches": TIMED_BATCHES,
+        "text_length": TEXT_LENGTH,
+        "read_options": repr(pipeline.READ_OPTIONS),
+    }
+    report = {
+        "machine": machine,
+        "command": command.strip(),
+        "settings": settings,
+        "build_s": build_s,
+        "pipelines": rows,
+        "seconds": time.perf_counter() - started,
+        "markdown": markdown,
+    }
     results.write(args.out, "pipeline", report)
     return 0
 

@@ -1,7 +1,6 @@
 """What every benchmark writes: where the numbers come from, and the JSON and markdown files."""
 
 import json
-import os
 import re
 import sys
 from pathlib import Path

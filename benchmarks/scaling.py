@@ -42,7 +42,8 @@ import os
 DEVICE_COUNTS = (1, 2, 4, 8)
 # Appended, so any other XLA flags of the caller are kept; it must precede jax's import.
 os.environ["XLA_FLAGS"] = " ".join(
-    filter(None, (os.environ.get("XLA_FLAGS"), f"--xla_force_host_platform_device_count={max(DEVICE_COUNTS)}")))
+    filter(None, (os.environ.get("XLA_FLAGS"), f"--xla_force_host_platform_device_count={max(DEVICE_COUNTS)}"))
+)
 
 import argparse  # noqa: E402  (imports after XLA_FLAGS)
 import sys  # noqa: E402
@@ -102,7 +103,8 @@ def final_params(workdir: str) -> dict:
     checkpointer = checkpoint.RunCheckpointer(f"{workdir}/checkpoints")
     # Without a target, Orbax restores the tree as it was saved: the trainer's {"state", "best"}.
     saved = checkpointer.manager.restore(
-        checkpointer.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        checkpointer.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())
+    )["state"]
     checkpointer.close()
     return jax.tree.map(np.asarray, saved["state"]["params"])
 
@@ -113,8 +115,9 @@ def max_abs_difference(a, b) -> float:
 
 def measure(base: dict, dataset, num_devices: int, phase_epochs: int, clock: CompileClock) -> tuple:
     """The results run and the timed run on ``num_devices``: ``(row, final parameters)``."""
-    config = make_config(base, method="mie", num_devices=num_devices, outer_iterations=OUTER_ITERATIONS,
-                         phase_epochs=phase_epochs)
+    config = make_config(
+        base, method="mie", num_devices=num_devices, outer_iterations=OUTER_ITERATIONS, phase_epochs=phase_epochs
+    )
     with tempfile.TemporaryDirectory(prefix="scaling_") as workdir:
         results = train(config, dataset, workdir=workdir)
         params = final_params(workdir)
@@ -164,7 +167,7 @@ def to_markdown(machine: dict, command: str, rows: List[dict], base: dict, phase
         f"{base['encoder_hidden']}, batch {base['batch_size']} split over the devices), {OUTER_ITERATIONS} outer "
         f"iteration (one phase per modality) of {phase_epochs} epoch{'s' if phase_epochs > 1 else ''} per phase, "
         "by the library's trainer. Time: a second, identical `train` call after the first compiled everything "
-        "into a cache; its wall time less the tracing, lowering and cache loading JAX reports (\"compile s\"), "
+        'into a cache; its wall time less the tracing, lowering and cache loading JAX reports ("compile s"), '
         "over the training samples of its phases. It includes, per phase, the covariance pass, the T matrices and "
         "the validation, and the final test evaluation. Δ params: the largest absolute difference of the final "
         f"parameters (the first run's last checkpoint) from those on 1 device; equal: within {PARAMS_TOLERANCE:g}.",
@@ -179,12 +182,16 @@ def to_markdown(machine: dict, command: str, rows: List[dict], base: dict, phase
             f"| {row['num_devices']} | {row['batch_per_device']} | {row['samples']} | {row['wall_s']:.2f} | "
             f"{row['compile_s']:.2f} | {row['us_per_sample']:.0f} | {row['us_per_sample'] / baseline:.2f}x | "
             f"{row['test_accuracy']:.4f} | {row['max_abs_param_diff']:.2e} | "
-            f"{'yes' if row['params_equal'] else '**no**'} |")
+            f"{'yes' if row['params_equal'] else '**no**'} |"
+        )
     recompiled = [str(row["num_devices"]) for row in rows if row["timed_programs_compiled"]]
     unequal = [str(row["num_devices"]) for row in rows if not row["timed_run_equals_results_run"]]
     if recompiled:
-        lines += ["", f"The timed run compiled programs anew (not from the cache) on {', '.join(recompiled)} "
-                      "device(s); their compile seconds are still taken off."]
+        lines += [
+            "",
+            f"The timed run compiled programs anew (not from the cache) on {', '.join(recompiled)} "
+            "device(s); their compile seconds are still taken off.",
+        ]
     if unequal:
         lines += ["", f"**The timed run's losses differ from the results run's on {', '.join(unequal)} device(s).**"]
     return "\n".join(lines) + "\n"
@@ -193,9 +200,14 @@ def to_markdown(machine: dict, command: str, rows: List[dict], base: dict, phase
 def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.split("\n")[0])
     quick_counts, quick_epochs = MODES["quick"]
-    parser.add_argument("--quick", action="store_true", help=f"only {' and '.join(map(str, quick_counts))} "
-                        f"devices, {quick_epochs} epoch per phase (a smoke run)")
-    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"only {' and '.join(map(str, quick_counts))} devices, {quick_epochs} epoch per phase (a smoke run)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})"
+    )
     return parser.parse_args(argv)
 
 
@@ -226,8 +238,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             params_of_one = params if params_of_one is None else params_of_one
             row["max_abs_param_diff"] = max_abs_difference(params, params_of_one)
             row["params_equal"] = row["max_abs_param_diff"] <= PARAMS_TOLERANCE
-            progress(f"{num_devices} device(s): {row['us_per_sample']:.0f} us/sample, max abs param diff "
-                     f"{row['max_abs_param_diff']:.2e}")
+            progress(
+                f"{num_devices} device(s): {row['us_per_sample']:.0f} us/sample, max abs param diff "
+                f"{row['max_abs_param_diff']:.2e}"
+            )
             rows.append(row)
     clock.close()
     progress("done")
@@ -238,12 +252,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     markdown = to_markdown(machine, command, rows, base, phase_epochs)
     print(markdown)
 
-    settings = {"device_counts": list(device_counts), "method": "mie", "dataset": "mfeat",
-                "config": {**base, "modalities": list(base["modalities"])}, "outer_iterations": OUTER_ITERATIONS,
-                "phase_epochs": phase_epochs, "params_tolerance": PARAMS_TOLERANCE,
-                "compile_events": list(COMPILE_EVENTS)}
-    report = {"machine": machine, "command": command, "settings": settings, "rows": rows,
-              "seconds": time.perf_counter() - started, "markdown": markdown}
+    settings = {
+        "device_counts": list(device_counts),
+        "method": "mie",
+        "dataset": "mfeat",
+        "config": {**base, "modalities": list(base["modalities"])},
+        "outer_iterations": OUTER_ITERATIONS,
+        "phase_epochs": phase_epochs,
+        "params_tolerance": PARAMS_TOLERANCE,
+        "compile_events": list(COMPILE_EVENTS),
+    }
+    report = {
+        "machine": machine,
+        "command": command,
+        "settings": settings,
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "markdown": markdown,
+    }
     results.write(args.out, "scaling", report)
     return 0
 

@@ -41,7 +41,8 @@ except ModuleNotFoundError as error:
         raise
     raise SystemExit(
         "torch is not installed: pip install torch, or put it on PYTHONPATH, to run this benchmark "
-        "(optional benchmark dependency)") from None
+        "(optional benchmark dependency)"
+    ) from None
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +70,14 @@ REPEATS = {"full": 20, "quick": 5}
 WARM_STEPS = 3  # Untimed, before each timed chunk (at least one call).
 VARIANTS = ("plain", "mie")
 # The config values the PyTorch step implements (the mfeat config's); others would need more code.
-SUPPORTED = {"optimizer": "sgd", "sam_normalize": "global", "sam_params": "all", "sam_mix": None,
-             "lr_schedule": "constant", "skip_nonfinite_steps": 0}
+SUPPORTED = {
+    "optimizer": "sgd",
+    "sam_normalize": "global",
+    "sam_params": "all",
+    "sam_mix": None,
+    "lr_schedule": "constant",
+    "skip_nonfinite_steps": 0,
+}
 
 
 class Problem(NamedTuple):
@@ -84,8 +91,9 @@ class Problem(NamedTuple):
     transforms: dict
 
 
-def build(config: TrainConfig, in_features: int = IN_FEATURES, num_classes: int = NUM_CLASSES,
-          widths=(256, 64)) -> Problem:
+def build(
+    config: TrainConfig, in_features: int = IN_FEATURES, num_classes: int = NUM_CLASSES, widths=(256, 64)
+) -> Problem:
     """The trainer's MLP classifier, a random float32 batch, and fixed random T matrices.
 
     T is Eq. 7 of a random covariance: symmetric positive definite with
@@ -95,7 +103,8 @@ def build(config: TrainConfig, in_features: int = IN_FEATURES, num_classes: int 
     rngs = nnx.Rngs(config.seed)
     model = UnimodalClassifier(
         MLPEncoder(in_features, config.dim, hidden=config.encoder_hidden, rngs=rngs),
-        Head(config.dim, num_classes, widths=widths, rngs=rngs))
+        Head(config.dim, num_classes, widths=widths, rngs=rngs),
+    )
     graphdef, params, model_state = steps.split_model(model)
     key_x, key_y, key_t = jax.random.split(jax.random.key(config.seed), 3)
     x = jax.random.normal(key_x, (config.batch_size, in_features), jnp.float32)
@@ -139,16 +148,25 @@ class TorchStep:
         if unsupported:
             raise ValueError(f"TorchStep implements {SUPPORTED} only, got {unsupported}.")
         # torch's linear weight is [out, in], the transpose of a Flax kernel [in, out].
-        self.params = [_tensor(array).requires_grad_()
-                       for group, layer in LAYERS
-                       for array in (problem.params[group][layer]["kernel"].T, problem.params[group][layer]["bias"])]
+        self.params = [
+            _tensor(array).requires_grad_()
+            for group, layer in LAYERS
+            for array in (problem.params[group][layer]["kernel"].T, problem.params[group][layer]["bias"])
+        ]
         # The index of each head kernel's weight in self.params -> its T.
-        self.transforms = {2 * LAYERS.index(("head", layer)): _tensor(problem.transforms["head"][layer]["kernel"])
-                           for layer in HEAD_LAYERS} if mie else {}
+        self.transforms = (
+            {
+                2 * LAYERS.index(("head", layer)): _tensor(problem.transforms["head"][layer]["kernel"])
+                for layer in HEAD_LAYERS
+            }
+            if mie
+            else {}
+        )
         self.rho = config.rho if mie else None
         # torch's SGD adds the weight decay to p.grad inside step(): after T, as the optax chain does.
-        self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+        )
 
     @staticmethod
     def loss(params: List[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -180,8 +198,11 @@ class TorchStep:
 
 def _as_torch_layout(params: dict) -> List[np.ndarray]:
     """JAX parameters in ``TorchStep.params``' order and layout."""
-    return [np.asarray(a) for group, layer in LAYERS
-            for a in (params[group][layer]["kernel"].T, params[group][layer]["bias"])]
+    return [
+        np.asarray(a)
+        for group, layer in LAYERS
+        for a in (params[group][layer]["kernel"].T, params[group][layer]["bias"])
+    ]
 
 
 def _relative_difference(updates: List[np.ndarray], reference: List[np.ndarray]) -> float:
@@ -210,11 +231,13 @@ def check_agreement(config: TrainConfig, problem: Problem, num_steps: int = CHEC
             carry = fn(carry)
             twin.step(x, y)
         updates[variant] = [a - s for a, s in zip(_as_torch_layout(carry[0]), start)]
-        errors[variant] = _relative_difference([p.detach().numpy() - s for p, s in zip(twin.params, start)],
-                                               updates[variant])
+        errors[variant] = _relative_difference(
+            [p.detach().numpy() - s for p, s in zip(twin.params, start)], updates[variant]
+        )
         if errors[variant] > TOLERANCE:  # Not an assert: the check must also run under python -O.
             raise AssertionError(
-                f"{variant}: PyTorch and JAX updates differ by {errors[variant]:.2e} (relative), over {TOLERANCE}")
+                f"{variant}: PyTorch and JAX updates differ by {errors[variant]:.2e} (relative), over {TOLERANCE}"
+            )
     errors["mie_vs_plain"] = _relative_difference(updates["mie"], updates["plain"])
     return errors
 
@@ -222,8 +245,10 @@ def check_agreement(config: TrainConfig, problem: Problem, num_steps: int = CHEC
 def xla_pool_threads() -> Optional[int]:
     """Threads of XLA's CPU intra-op pool in this process, counted by name (Linux); None elsewhere."""
     try:
-        return sum((Path("/proc/self/task") / task / "comm").read_text().strip() == "tf_XLAEigen"
-                   for task in os.listdir("/proc/self/task"))
+        return sum(
+            (Path("/proc/self/task") / task / "comm").read_text().strip() == "tf_XLAEigen"
+            for task in os.listdir("/proc/self/task")
+        )
     except OSError:
         return None
 
@@ -235,7 +260,7 @@ def measure(runners: dict, repeats: int) -> dict:
     samples = {name: [] for name in runners}
     names = list(runners)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # Every runner takes every position.
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # Every runner takes every position.
             fn, init, per_call = runners[name]
             # Untimed steps first, as in a training loop: the other framework's idle threads (OpenMP's
             # spin after each parallel region) stop competing for the cores, and this one's wake up.
@@ -247,14 +272,20 @@ def measure(runners: dict, repeats: int) -> dict:
 
 def summarise(samples: dict) -> dict:
     """Median ms per step, and the median per-repeat ratios: PyTorch over JAX, MIE over plain."""
+
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
     summary = {"ms": {name: 1e3 * statistics.median(values) for name, values in samples.items()}}
-    summary["torch_over_jax"] = {f"{variant}/{mode}": ratio(f"torch/{variant}", f"jax_{mode}/{variant}")
-                                 for variant in VARIANTS for mode in ("per_call", "scanned")}
-    summary["mie_over_plain"] = {framework: ratio(f"{framework}/mie", f"{framework}/plain")
-                                 for framework in ("jax_per_call", "jax_scanned", "torch")}
+    summary["torch_over_jax"] = {
+        f"{variant}/{mode}": ratio(f"torch/{variant}", f"jax_{mode}/{variant}")
+        for variant in VARIANTS
+        for mode in ("per_call", "scanned")
+    }
+    summary["mie_over_plain"] = {
+        framework: ratio(f"{framework}/mie", f"{framework}/plain")
+        for framework in ("jax_per_call", "jax_scanned", "torch")
+    }
     return summary
 
 
@@ -295,19 +326,27 @@ def to_markdown(machine: dict, command: str, settings: dict, errors: dict, summa
         lines.append(
             f"| {variant} | {ms[f'jax_per_call/{variant}']:.3f} | {ms[f'jax_scanned/{variant}']:.3f} | "
             f"{ms[f'torch/{variant}']:.3f} | {over_jax[f'{variant}/per_call']:.2f}x | "
-            f"{over_jax[f'{variant}/scanned']:.2f}x |")
-    lines.append(f"| mie / plain | {over_plain['jax_per_call']:.2f}x | {over_plain['jax_scanned']:.2f}x | "
-                 f"{over_plain['torch']:.2f}x | | |")
+            f"{over_jax[f'{variant}/scanned']:.2f}x |"
+        )
+    lines.append(
+        f"| mie / plain | {over_plain['jax_per_call']:.2f}x | {over_plain['jax_scanned']:.2f}x | "
+        f"{over_plain['torch']:.2f}x | | |"
+    )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.torch_step", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
-    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT,
-                        help=f"results directory (default: {results.DEFAULT_OUT})")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="threads of both frameworks (default: the cores this process may use)")
+    parser.add_argument(
+        "--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="threads of both frameworks (default: the cores this process may use)",
+    )
     return parser.parse_args(argv)
 
 
@@ -339,17 +378,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.torch_step", *(sys.argv[1:] if argv is None else argv)]).strip()
     settings = {
-        "model": "mfeat MLP", "batch_size": config.batch_size, "dim": config.dim,
-        "encoder_hidden": config.encoder_hidden, "learning_rate": config.learning_rate,
-        "momentum": config.momentum, "weight_decay": config.weight_decay, "rho": config.rho,
-        "scan_steps": SCAN_STEPS, "calls_per_unit": CALLS_PER_UNIT, "repeats": repeats,
-        "check_steps": CHECK_STEPS, "tolerance": TOLERANCE, "torch": torch.__version__,
-        "threads": args.threads, "torch_threads": torch.get_num_threads(), "xla_pool_threads": xla_pool_threads(),
+        "model": "mfeat MLP",
+        "batch_size": config.batch_size,
+        "dim": config.dim,
+        "encoder_hidden": config.encoder_hidden,
+        "learning_rate": config.learning_rate,
+        "momentum": config.momentum,
+        "weight_decay": config.weight_decay,
+        "rho": config.rho,
+        "scan_steps": SCAN_STEPS,
+        "calls_per_unit": CALLS_PER_UNIT,
+        "repeats": repeats,
+        "check_steps": CHECK_STEPS,
+        "tolerance": TOLERANCE,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
+        "xla_pool_threads": xla_pool_threads(),
     }
     markdown = to_markdown(machine, command, settings, errors, summary)
     print(markdown)
-    report = {"machine": machine, "command": command, "settings": settings, "agreement": errors, **summary,
-              "seconds": time.perf_counter() - started, "markdown": markdown}
+    report = {
+        "machine": machine,
+        "command": command,
+        "settings": settings,
+        "agreement": errors,
+        **summary,
+        "seconds": time.perf_counter() - started,
+        "markdown": markdown,
+    }
     results.write(args.out, "torch_step", report)
     return 0
 

@@ -5,8 +5,8 @@ landscapes (Figure 5) and the singular values of the head layers (Table 5).
   python -m experiments.analyses --quick          # 1 seed, 3 values, 5x5 grid, shorter training
   python -m experiments.analyses --only spectra   # one analysis; the others' stored numbers stay
 
-Writes to ``--out`` (default docs/analyses/; reports/analyses-quick/ with --quick): ANALYSES.md, analyses.json (every number behind
-it), sensitivity_tau.png, sensitivity_rho.png, landscape.png and spectra.png.
+Writes to ``--out`` (default docs/analyses/; reports/analyses-quick/ with --quick): ANALYSES.md,
+analyses.json (every number behind it), sensitivity_tau.png, sensitivity_rho.png, landscape.png and spectra.png.
 
 - Sensitivity: MIE trained with each tau (rho at its default) and each rho (tau at its
   default); the test accuracy of the model selected on validation, as experiments.report
@@ -81,15 +81,16 @@ def filter_normalized_direction(params: Any, key: jax.Array) -> Any:
             return jnp.zeros_like(weight)
         gaussian = jax.random.normal(leaf_key, weight.shape, weight.dtype)
         filter_axes = tuple(range(weight.ndim - 1))
-        weight_norms = jnp.sqrt(jnp.sum(weight ** 2, axis=filter_axes, keepdims=True))
-        gaussian_norms = jnp.sqrt(jnp.sum(gaussian ** 2, axis=filter_axes, keepdims=True))
+        weight_norms = jnp.sqrt(jnp.sum(weight**2, axis=filter_axes, keepdims=True))
+        gaussian_norms = jnp.sqrt(jnp.sum(gaussian**2, axis=filter_axes, keepdims=True))
         return gaussian * (weight_norms / gaussian_norms)
 
     return jax.tree.unflatten(treedef, [direction(w, k) for w, k in zip(leaves, keys)])
 
 
-def loss_surface(loss_fn: Callable[[Any], jax.Array], params: Any, d1: Any, d2: Any,
-                 grid: Sequence[float]) -> np.ndarray:
+def loss_surface(
+    loss_fn: Callable[[Any], jax.Array], params: Any, d1: Any, d2: Any, grid: Sequence[float]
+) -> np.ndarray:
     """The loss on the plane through ``params`` spanned by ``d1`` and ``d2``.
 
     Args:
@@ -131,8 +132,12 @@ def surface_summary(surface: np.ndarray, grid: Sequence[float]) -> dict:
     center = int(np.argmin(np.abs(grid)))
     rise = surface - surface[center, center]
     inner = np.abs(grid) <= INNER_RADIUS + 1e-9
-    return {"center_loss": float(surface[center, center]), "mean_rise": float(rise.mean()),
-            "max_rise": float(rise.max()), "inner_mean_rise": float(rise[np.ix_(inner, inner)].mean())}
+    return {
+        "center_loss": float(surface[center, center]),
+        "mean_rise": float(rise.mean()),
+        "max_rise": float(rise.max()),
+        "inner_mean_rise": float(rise[np.ix_(inner, inner)].mean()),
+    }
 
 
 def head_singular_values(params: Mapping[str, Any]) -> dict:
@@ -147,8 +152,10 @@ def head_singular_values(params: Mapping[str, Any]) -> dict:
       ``min(in, out)`` of the kernel ``[in, out]``.
     """
     # The kernels are small: numpy's float64 SVD costs less than compiling one per shape.
-    return {layer: np.linalg.svd(np.asarray(params["head"][layer]["kernel"], np.float64), compute_uv=False)
-            for layer in HEAD_LAYERS}
+    return {
+        layer: np.linalg.svd(np.asarray(params["head"][layer]["kernel"], np.float64), compute_uv=False)
+        for layer in HEAD_LAYERS
+    }
 
 
 def head_relative_change(params: Mapping[str, Any], initial_params: Mapping[str, Any]) -> dict:
@@ -180,10 +187,13 @@ def spectrum_summary(singular_values: Sequence[float]) -> dict:
       norm in the ``TOP_K`` largest).
     """
     values = np.sort(np.asarray(singular_values, np.float64))[::-1]
-    energy = values ** 2
-    return {"top": values[:TOP_K].tolist(), "largest": float(values[0]),
-            "condition_number": float(values[0] / values[-1]),
-            "top_energy": float(energy[:TOP_K].sum() / energy.sum())}
+    energy = values**2
+    return {
+        "top": values[:TOP_K].tolist(),
+        "largest": float(values[0]),
+        "condition_number": float(values[0] / values[-1]),
+        "top_energy": float(energy[:TOP_K].sum() / energy.sum()),
+    }
 
 
 def pick_values(values: Sequence[float], count: int) -> list:
@@ -279,8 +289,7 @@ def run_sensitivity(settings: Mapping, log: Progress) -> dict:
       every prediction (``average`` and each modality).
     """
     defaults = run_config("mie", 0, settings["quick"], settings["overrides"])
-    sweeps = {"tau": pick_values(TAU_VALUES, settings["values"]),
-              "rho": pick_values(RHO_VALUES, settings["values"])}
+    sweeps = {"tau": pick_values(TAU_VALUES, settings["values"]), "rho": pick_values(RHO_VALUES, settings["values"])}
     points = [(name, value) for name, values in sweeps.items() for value in values]
     trained, runs = {}, []
     for seed in range(settings["seeds"]):
@@ -292,8 +301,10 @@ def run_sensitivity(settings: Mapping, log: Progress) -> dict:
                 results = train(run_config("mie", seed, settings["quick"], settings["overrides"], **swept), dataset)
                 accuracy = {n: m["accuracy"] for n, m in results["test"].items()}
                 trained[key] = {"selected_phase": results["selected_phase"], "accuracy": accuracy}
-                log(f"sensitivity: tau={swept['tau']} rho={swept['rho']} seed {seed}: test accuracy "
-                    + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items()))
+                log(
+                    f"sensitivity: tau={swept['tau']} rho={swept['rho']} seed {seed}: test accuracy "
+                    + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items())
+                )
             runs.append({"parameter": name, "value": value, "seed": seed, **trained[key]})
     return {**sweeps, "defaults": {"tau": defaults.tau, "rho": defaults.rho}, "runs": runs}
 
@@ -325,10 +336,13 @@ def train_models(settings: Mapping, log: Progress) -> dict:
             dataset = load(config)
             method, variables = train_to_end(config, dataset)
             test = evaluate(method, variables, dataset.splits["test"])
-            models[name, seed] = TrainedModel(method, method.init()["params"], variables, dataset,
-                                              {m: test[m]["accuracy"] for m in method.modalities})
-            log(f"models: {name} seed {seed} trained to the end: test accuracy "
-                + ", ".join(f"{m} {a:.4f}" for m, a in models[name, seed].test_accuracy.items()))
+            models[name, seed] = TrainedModel(
+                method, method.init()["params"], variables, dataset, {m: test[m]["accuracy"] for m in method.modalities}
+            )
+            log(
+                f"models: {name} seed {seed} trained to the end: test accuracy "
+                + ", ".join(f"{m} {a:.4f}" for m, a in models[name, seed].test_accuracy.items())
+            )
     return models
 
 
@@ -354,15 +368,26 @@ def run_landscape(models: Mapping, grid_size: int, log: Progress) -> dict:
         for index, modality in enumerate(model.method.modalities):
             key1, key2 = jax.random.split(jax.random.fold_in(jax.random.key(seed), index))
             params = model.variables["params"][modality]
-            loss_fn = classifier_loss_fn(model.method.predicts[modality], model.variables["model_state"][modality],
-                                         train_split.inputs[modality], train_split.labels)
-            surface = loss_surface(loss_fn, params, filter_normalized_direction(params, key1),
-                                   filter_normalized_direction(params, key2), grid)
+            loss_fn = classifier_loss_fn(
+                model.method.predicts[modality],
+                model.variables["model_state"][modality],
+                train_split.inputs[modality],
+                train_split.labels,
+            )
+            surface = loss_surface(
+                loss_fn,
+                params,
+                filter_normalized_direction(params, key1),
+                filter_normalized_direction(params, key2),
+                grid,
+            )
             surfaces.setdefault(name, {}).setdefault(modality, []).append(surface.tolist())
             test_accuracy.setdefault(name, {}).setdefault(modality, []).append(model.test_accuracy[modality])
             summary = surface_summary(surface, grid)
-            log(f"landscape: {name} seed {seed} {modality}: centre loss {summary['center_loss']:.4f}, "
-                f"mean rise {summary['mean_rise']:.4f}")
+            log(
+                f"landscape: {name} seed {seed} {modality}: centre loss {summary['center_loss']:.4f}, "
+                f"mean rise {summary['mean_rise']:.4f}"
+            )
     return {"grid": grid.tolist(), "surfaces": surfaces, "test_accuracy": test_accuracy}
 
 
@@ -392,8 +417,12 @@ def run_spectra(models: Mapping) -> dict:
     # Every encoder projects to the common Dim, so every modality's head has the same shapes.
     model = next(iter(models.values()))
     head = model.variables["params"][model.method.modalities[0]]["head"]
-    return {"singular_values": spectra, "initial_singular_values": initial, "relative_change": moved,
-            "shapes": {layer: list(head[layer]["kernel"].shape) for layer in HEAD_LAYERS}}
+    return {
+        "singular_values": spectra,
+        "initial_singular_values": initial,
+        "relative_change": moved,
+        "shapes": {layer: list(head[layer]["kernel"].shape) for layer in HEAD_LAYERS},
+    }
 
 
 def sweep_statistics(sensitivity: Mapping, parameter: str) -> dict:
@@ -459,17 +488,21 @@ def smoothness(means: Sequence[float], stds: Sequence[float]) -> str:
     return "smooth" if largest_step(means)[1] <= spread else "not smooth"
 
 
-def smoothness_sentence(parameter: str, values: Sequence[float], means: np.ndarray, stds: np.ndarray,
-                        prediction: str, seeds: int) -> str:
+def smoothness_sentence(
+    parameter: str, values: Sequence[float], means: np.ndarray, stds: np.ndarray, prediction: str, seeds: int
+) -> str:
     """The range of the mean accuracy over ``values``, its largest change between neighbouring values, and
     how that compares with the spread over seeds."""
-    text = (f"{prediction}: mean accuracy {np.min(means):.4f} to {np.max(means):.4f} "
-            f"(best at {parameter}={values[int(np.argmax(means))]})")
+    text = (
+        f"{prediction}: mean accuracy {np.min(means):.4f} to {np.max(means):.4f} "
+        f"(best at {parameter}={values[int(np.argmax(means))]})"
+    )
     if len(values) < 2:
         return text + "."
     index, step = largest_step(means)
-    text += (f"; largest change between neighbouring values {step:.4f} "
-             f"({parameter}={values[index]} to {values[index + 1]})")
+    text += (
+        f"; largest change between neighbouring values {step:.4f} ({parameter}={values[index]} to {values[index + 1]})"
+    )
     if seeds < 2:
         return text + f" ({ONE_SEED})."
     return text + f", largest standard deviation over seeds {np.max(stds):.4f}: **{smoothness(means, stds)}**."
@@ -479,8 +512,9 @@ def smoothness_verdict(prediction: str, states: Mapping[str, str]) -> str:
     """Where the smoothness claim holds for ``prediction``, given ``{parameter: smoothness(...)}``."""
     holds = [p for p, state in states.items() if state != "not smooth"]
     fails = [p for p, state in states.items() if state == "not smooth"]
-    return (f"for {prediction} it holds in {' and '.join(holds) or 'neither'}"
-            + (f" but not in {' and '.join(fails)}" if holds and fails else ""))
+    return f"for {prediction} it holds in {' and '.join(holds) or 'neither'}" + (
+        f" but not in {' and '.join(fails)}" if holds and fails else ""
+    )
 
 
 def sensitivity_section(sensitivity: Mapping, seeds: int) -> str:
@@ -494,31 +528,51 @@ def sensitivity_section(sensitivity: Mapping, seeds: int) -> str:
       The section, starting with its ``##`` title.
     """
     predictions = sensitivity_predictions(sensitivity)
-    lines = ["## Figure 4: sensitivity to tau and rho", "",
-             "MIE trained with each value of one hyper-parameter while the other keeps its default "
-             f"(tau={sensitivity['defaults']['tau']}, rho={sensitivity['defaults']['rho']}); test accuracy of the "
-             f"model selected on the validation split, mean ± standard deviation over {seeds} seed(s). "
-             "`average` is the fused prediction (the mean of the modalities' softmax outputs). "
-             "rho=0 makes the SAM step an ordinary gradient step (MIE w/o SAM). A curve is called *smooth* when no "
-             "change between neighbouring values exceeds the largest standard deviation over seeds, and "
-             "*insensitive* when even its whole range does not.", ""]
+    lines = [
+        "## Figure 4: sensitivity to tau and rho",
+        "",
+        "MIE trained with each value of one hyper-parameter while the other keeps its default "
+        f"(tau={sensitivity['defaults']['tau']}, rho={sensitivity['defaults']['rho']}); test accuracy of the "
+        f"model selected on the validation split, mean ± standard deviation over {seeds} seed(s). "
+        "`average` is the fused prediction (the mean of the modalities' softmax outputs). "
+        "rho=0 makes the SAM step an ordinary gradient step (MIE w/o SAM). A curve is called *smooth* when no "
+        "change between neighbouring values exceeds the largest standard deviation over seeds, and "
+        "*insensitive* when even its whole range does not.",
+        "",
+    ]
     states = {}
     for parameter in ("tau", "rho"):
         statistics = sweep_statistics(sensitivity, parameter)
         values = sensitivity[parameter]
-        lines += [f"### {parameter}", "", f"![accuracy against {parameter}](sensitivity_{parameter}.png)", "",
-                  f"| {parameter} | " + " | ".join(predictions) + " |", "|---" * (len(predictions) + 1) + "|"]
-        lines += [f"| {value} | " + " | ".join(f"{statistics[p][0][i]:.4f} ± {statistics[p][1][i]:.4f}"
-                                               for p in predictions) + " |" for i, value in enumerate(values)]
-        lines += ["", *(f"- {smoothness_sentence(parameter, values, *statistics[p], p, seeds)}"
-                        for p in predictions), ""]
+        lines += [
+            f"### {parameter}",
+            "",
+            f"![accuracy against {parameter}](sensitivity_{parameter}.png)",
+            "",
+            f"| {parameter} | " + " | ".join(predictions) + " |",
+            "|---" * (len(predictions) + 1) + "|",
+        ]
+        lines += [
+            f"| {value} | "
+            + " | ".join(f"{statistics[p][0][i]:.4f} ± {statistics[p][1][i]:.4f}" for p in predictions)
+            + " |"
+            for i, value in enumerate(values)
+        ]
+        lines += [
+            "",
+            *(f"- {smoothness_sentence(parameter, values, *statistics[p], p, seeds)}" for p in predictions),
+            "",
+        ]
         states.update({(p, parameter): smoothness(*statistics[p]) for p in predictions})
     if seeds < 2 or len(sensitivity["tau"]) < 2:
         verdict = f"it is not judged ({ONE_SEED if seeds < 2 else 'one value per sweep'})"
     else:
         verdict = "; ".join(smoothness_verdict(p, {q: states[p, q] for q in ("tau", "rho")}) for p in predictions)
-    lines += ["**The paper against mfeat.** The paper's Figure 4 shows MIE's accuracy changing smoothly with tau "
-              f"and rho. Here {verdict}.", ""]
+    lines += [
+        "**The paper against mfeat.** The paper's Figure 4 shows MIE's accuracy changing smoothly with tau "
+        f"and rho. Here {verdict}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -546,41 +600,52 @@ def landscape_section(landscape: Mapping, seeds: int) -> str:
     methods = list(summaries)
     modalities = list(summaries[methods[0]])
     grid = landscape["grid"]
-    lines = ["## Figure 5: loss landscapes", "",
-             f"Training loss (cross-entropy on the whole training split) of each modality's classifier at "
-             f"`w + a d1 + b d2` over a {len(grid)}x{len(grid)} grid of `a, b` in [-1, 1], where `w` are the weights "
-             "at the end of training (no model selection) and `d1, d2` are Gaussian directions, filter-normalised "
-             "(every output unit's column of every kernel rescaled to that column's norm in `w`; biases not moved; "
-             "Li et al. 2018). A modality's directions are drawn from the same key for every method. The plot shows "
-             f"seed 0; the table gives mean ± standard deviation over {seeds} seed(s) of the loss at `w`, its rise "
-             f"above that averaged over the grid and over the inner points (|a|, |b| <= {INNER_RADIUS}), its largest "
-             "rise, and the test accuracy of the same weights. A flatter minimum rises less.", "",
-             "![loss landscapes](landscape.png)", "",
-             "| method | modality | loss at w | mean rise | mean rise, inner | max rise | test accuracy |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Figure 5: loss landscapes",
+        "",
+        f"Training loss (cross-entropy on the whole training split) of each modality's classifier at "
+        f"`w + a d1 + b d2` over a {len(grid)}x{len(grid)} grid of `a, b` in [-1, 1], where `w` are the weights "
+        "at the end of training (no model selection) and `d1, d2` are Gaussian directions, filter-normalised "
+        "(every output unit's column of every kernel rescaled to that column's norm in `w`; biases not moved; "
+        "Li et al. 2018). A modality's directions are drawn from the same key for every method. The plot shows "
+        f"seed 0; the table gives mean ± standard deviation over {seeds} seed(s) of the loss at `w`, its rise "
+        f"above that averaged over the grid and over the inner points (|a|, |b| <= {INNER_RADIUS}), its largest "
+        "rise, and the test accuracy of the same weights. A flatter minimum rises less.",
+        "",
+        "![loss landscapes](landscape.png)",
+        "",
+        "| method | modality | loss at w | mean rise | mean rise, inner | max rise | test accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in methods:
         for modality in modalities:
             s = summaries[name][modality]
-            lines.append(f"| {name} | {modality} | " + " | ".join(
-                report.mean_std(s[k]) for k in ("center_loss", "mean_rise", "inner_mean_rise", "max_rise"))
-                + f" | {report.mean_std(landscape['test_accuracy'][name][modality])} |")
+            lines.append(
+                f"| {name} | {modality} | "
+                + " | ".join(report.mean_std(s[k]) for k in ("center_loss", "mean_rise", "inner_mean_rise", "max_rise"))
+                + f" | {report.mean_std(landscape['test_accuracy'][name][modality])} |"
+            )
     lines.append("")
     for other in (m for m in methods if m != "mie"):
         for modality in modalities:
             ours, theirs = summaries["mie"][modality]["mean_rise"], summaries[other][modality]["mean_rise"]
             lines.append(
                 f"- {modality}: MIE's mean rise {report.mean_std(ours)} against {report.mean_std(theirs)} for {other}: "
-                f"{'flatter' if np.mean(ours) < np.mean(theirs) else 'sharper'}, {versus_seed_spread(ours, theirs)}.")
+                f"{'flatter' if np.mean(ours) < np.mean(theirs) else 'sharper'}, {versus_seed_spread(ours, theirs)}."
+            )
     if "mie_no_sam" in methods:
         pairs = [(summaries["mie"][m]["mean_rise"], summaries["mie_no_sam"][m]["mean_rise"]) for m in modalities]
         flatter = [np.mean(ours) < np.mean(theirs) for ours, theirs in pairs]
         firm = [beyond_seed_spread(ours, theirs) for ours, theirs in pairs]
         firm_names = ", ".join(m for m, f in zip(modalities, firm) if f) or "none"
-        lines += ["", "**The paper against mfeat.** The paper's Figure 5 shows MIE's per-modality landscapes flatter "
-                  "than those of the same alternating training without SAM. Here MIE's mean rise is below MIE w/o "
-                  f"SAM's for {', '.join(m for m, f in zip(modalities, flatter) if f) or 'no modality'}"
-                  + (f" (beyond one standard deviation over seeds: {firm_names})" if seeds > 1 else "")
-                  + f": the claim {claim_status(flatter, firm, seeds)}."]
+        lines += [
+            "",
+            "**The paper against mfeat.** The paper's Figure 5 shows MIE's per-modality landscapes flatter "
+            "than those of the same alternating training without SAM. Here MIE's mean rise is below MIE w/o "
+            f"SAM's for {', '.join(m for m, f in zip(modalities, flatter) if f) or 'no modality'}"
+            + (f" (beyond one standard deviation over seeds: {firm_names})" if seeds > 1 else "")
+            + f": the claim {claim_status(flatter, firm, seeds)}.",
+        ]
     return "\n".join(lines + [""])
 
 
@@ -596,7 +661,8 @@ def spectra_summaries(singular_values: Mapping) -> dict:
             for layer, per_seed in by_layer.items():
                 summary = [spectrum_summary(values) for values in per_seed]
                 summaries.setdefault(name, {}).setdefault(modality, {})[layer] = {
-                    k: [s[k] for s in summary] for k in summary[0]}
+                    k: [s[k] for s in summary] for k in summary[0]
+                }
     return summaries
 
 
@@ -608,8 +674,11 @@ def marked_difference(ours: Sequence[float], theirs: Sequence[float], relative: 
 
 
 # (statistic of spectrum_summary, its name in the report, whether its differences are relative).
-SPECTRUM_STATISTICS = (("largest", "largest singular value", True), ("condition_number", "condition number", True),
-                       ("top_energy", "top-5 energy", False))
+SPECTRUM_STATISTICS = (
+    ("largest", "largest singular value", True),
+    ("condition_number", "condition number", True),
+    ("top_energy", "top-5 energy", False),
+)
 
 
 def spectra_section(spectra: Mapping, seeds: int) -> str:
@@ -628,58 +697,90 @@ def spectra_section(spectra: Mapping, seeds: int) -> str:
     methods = list(summaries)
     modalities = list(summaries[methods[0]])
     shapes = ", ".join(f"`{layer}` {spectra['shapes'][layer]}" for layer in HEAD_LAYERS)
-    lines = ["## Table 5: singular values of the head layers", "",
-             f"Singular values of each head kernel `[in, out]` ({shapes}) of each modality's classifier, at the end "
-             "of the same trainings as the landscapes, and (`init`) before training: every method starts a seed "
-             f"from the same initialisation. Top-5 values are means over {seeds} seed(s); the largest value, the "
-             "condition number (largest / smallest), the share of the squared Frobenius norm in the top 5, and how "
-             "far training moved the kernel (`‖W − W0‖ / ‖W0‖`) are mean ± standard deviation. SAM's effect "
-             "is "
-             "`mie` against `mie_no_sam` (both modify gradients) and, where present, `mie_no_gm` against `unimodal` "
-             "(neither does).", "", "![spectra](spectra.png)", "",
-             "| modality | layer | method | top-5 singular values | largest | condition number | top-5 energy "
-             "| moved from init |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Table 5: singular values of the head layers",
+        "",
+        f"Singular values of each head kernel `[in, out]` ({shapes}) of each modality's classifier, at the end "
+        "of the same trainings as the landscapes, and (`init`) before training: every method starts a seed "
+        f"from the same initialisation. Top-5 values are means over {seeds} seed(s); the largest value, the "
+        "condition number (largest / smallest), the share of the squared Frobenius norm in the top 5, and how "
+        "far training moved the kernel (`‖W − W0‖ / ‖W0‖`) are mean ± standard deviation. SAM's effect "
+        "is "
+        "`mie` against `mie_no_sam` (both modify gradients) and, where present, `mie_no_gm` against `unimodal` "
+        "(neither does).",
+        "",
+        "![spectra](spectra.png)",
+        "",
+        "| modality | layer | method | top-5 singular values | largest | condition number | top-5 energy "
+        "| moved from init |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for modality in modalities:
         for layer in HEAD_LAYERS:
             for name in ["init", *methods]:
                 summary = initial[modality][layer] if name == "init" else summaries[name][modality][layer]
                 top = ", ".join(f"{v:.3f}" for v in np.mean(summary["top"], axis=0))
                 change = "—" if name == "init" else report.mean_std(moved[name][modality][layer])
-                lines.append(f"| {modality} | {layer} | {name} | {top} | " + " | ".join(
-                    report.mean_std(summary[k]) for k, _, _ in SPECTRUM_STATISTICS) + f" | {change} |")
-    lines += ["", "Differences with and without SAM (relative for the largest singular value and the condition "
-              "number, absolute for the top-5 energy; " + ("`*`: beyond one standard deviation over seeds" if seeds > 1
-                                                   else ONE_SEED) + "):", ""]
+                lines.append(
+                    f"| {modality} | {layer} | {name} | {top} | "
+                    + " | ".join(report.mean_std(summary[k]) for k, _, _ in SPECTRUM_STATISTICS)
+                    + f" | {change} |"
+                )
+    lines += [
+        "",
+        "Differences with and without SAM (relative for the largest singular value and the condition "
+        "number, absolute for the top-5 energy; "
+        + ("`*`: beyond one standard deviation over seeds" if seeds > 1 else ONE_SEED)
+        + "):",
+        "",
+    ]
     pairs = [(a, b) for a, b in (("mie", "mie_no_sam"), ("mie_no_gm", "unimodal")) if a in methods and b in methods]
     for with_sam, without_sam in pairs:
         for modality in modalities:
             ours, theirs = summaries[with_sam][modality], summaries[without_sam][modality]
-            changes = [f"{layer} " + ", ".join(
-                f"{label} {marked_difference(ours[layer][k], theirs[layer][k], relative)}"
-                for k, label, relative in SPECTRUM_STATISTICS) for layer in HEAD_LAYERS]
+            changes = [
+                f"{layer} "
+                + ", ".join(
+                    f"{label} {marked_difference(ours[layer][k], theirs[layer][k], relative)}"
+                    for k, label, relative in SPECTRUM_STATISTICS
+                )
+                for layer in HEAD_LAYERS
+            ]
             lines.append(f"- {modality}, {with_sam} against {without_sam}: " + "; ".join(changes) + ".")
     if "mie_no_sam" in methods:
         kernels = [(m, layer) for m in modalities for layer in HEAD_LAYERS]
         found = []
         for k, label, _ in SPECTRUM_STATISTICS:
-            changed = [f"{m} {layer}" for m, layer in kernels
-                       if beyond_seed_spread(summaries["mie"][m][layer][k], summaries["mie_no_sam"][m][layer][k])]
-            found.append(f"the {label} in {len(changed)} of {len(kernels)} kernels"
-                         + (f" ({', '.join(changed)})" if changed else ""))
+            changed = [
+                f"{m} {layer}"
+                for m, layer in kernels
+                if beyond_seed_spread(summaries["mie"][m][layer][k], summaries["mie_no_sam"][m][layer][k])
+            ]
+            found.append(
+                f"the {label} in {len(changed)} of {len(kernels)} kernels"
+                + (f" ({', '.join(changed)})" if changed else "")
+            )
         travel = [np.mean(moved["mie"][m][layer]) for m, layer in kernels]
-        lines += ["", "**The paper against mfeat.** The paper's Table 5 contrasts the head layers' singular values "
-                  "with and without SAM. Here SAM (`mie` against `mie_no_sam`) changes "
-                  + ("; ".join(found) + " beyond one standard deviation over seeds" if seeds > 1
-                     else f"the spectra by the amounts above ({ONE_SEED})")
-                  + f". Training moves MIE's head kernels by {min(travel):.0%} to {max(travel):.0%} of their initial "
-                  "Frobenius norm, and no singular value moves further than its kernel does (Weyl's inequality: "
-                  "`|σ_i(W) − σ_i(W0)| <= ‖W − W0‖`), so every method's spectra stay that close to the `init` rows."]
+        lines += [
+            "",
+            "**The paper against mfeat.** The paper's Table 5 contrasts the head layers' singular values "
+            "with and without SAM. Here SAM (`mie` against `mie_no_sam`) changes "
+            + (
+                "; ".join(found) + " beyond one standard deviation over seeds"
+                if seeds > 1
+                else f"the spectra by the amounts above ({ONE_SEED})"
+            )
+            + f". Training moves MIE's head kernels by {min(travel):.0%} to {max(travel):.0%} of their initial "
+            "Frobenius norm, and no singular value moves further than its kernel does (Weyl's inequality: "
+            "`|σ_i(W) − σ_i(W0)| <= ‖W − W0‖`), so every method's spectra stay that close to the `init` rows.",
+        ]
     return "\n".join(lines + [""])
 
 
 def plot_sensitivity(sensitivity: Mapping, parameter: str, path: str) -> None:
     """Mean test accuracy ± one standard deviation against the values of ``parameter``, one panel per prediction."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -706,14 +807,22 @@ def plot_sensitivity(sensitivity: Mapping, parameter: str, path: str) -> None:
 def plot_landscape(landscape: Mapping, path: str) -> None:
     """Contours of seed 0's surfaces: a row per modality, a column per method, shared levels per row."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = list(landscape["surfaces"])
     modalities = list(landscape["surfaces"][methods[0]])
     grid = np.asarray(landscape["grid"])
-    fig, axes = plt.subplots(len(modalities), len(methods), figsize=(3.4 * len(methods) + 1, 3.2 * len(modalities)),
-                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        len(modalities),
+        len(methods),
+        figsize=(3.4 * len(methods) + 1, 3.2 * len(modalities)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     for row, modality in enumerate(modalities):
         surfaces = {name: np.asarray(landscape["surfaces"][name][modality][0]) for name in methods}
         low, high = min(s.min() for s in surfaces.values()), max(s.max() for s in surfaces.values())
@@ -737,14 +846,16 @@ def plot_spectra(spectra: Mapping, path: str) -> None:
     """Each head kernel's singular values (mean over seeds) and at initialisation, a row per modality, a column
     per layer."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     values = spectra["singular_values"]
     methods = list(values)
     modalities = list(values[methods[0]])
-    fig, axes = plt.subplots(len(modalities), len(HEAD_LAYERS), figsize=(4 * len(HEAD_LAYERS), 3.2 * len(modalities)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(modalities), len(HEAD_LAYERS), figsize=(4 * len(HEAD_LAYERS), 3.2 * len(modalities)), squeeze=False
+    )
     for row, modality in enumerate(modalities):
         for column, layer in enumerate(HEAD_LAYERS):
             ax = axes[row, column]
@@ -780,9 +891,11 @@ def write_report(results: Mapping, out: str) -> str:
         if analysis not in results:
             continue
         data, settings = results[analysis], results[analysis]["settings"]
-        header = (f"Made by `{settings['command']}` (the whole command: {settings['seconds']:.0f} s on "
-                  f"{settings['machine']}): {settings['seeds']} seed(s) (each seed also draws the data split), "
-                  f"training {settings['training']}.")
+        header = (
+            f"Made by `{settings['command']}` (the whole command: {settings['seconds']:.0f} s on "
+            f"{settings['machine']}): {settings['seeds']} seed(s) (each seed also draws the data split), "
+            f"training {settings['training']}."
+        )
         if analysis == "sensitivity":
             for parameter in ("tau", "rho"):
                 plot_sensitivity(data, parameter, os.path.join(out, f"sensitivity_{parameter}.png"))
@@ -795,13 +908,18 @@ def write_report(results: Mapping, out: str) -> str:
             body = spectra_section(data, settings["seeds"])
         title, _, rest = body.partition("\n\n")
         sections.append(f"{title}\n\n{header}\n\n{rest}")
-    text = "\n".join([
-        "# MIE's analyses on mfeat (fac + mor)", "",
-        "The paper's Figure 4 (sensitivity to tau and rho), Figure 5 (loss landscapes) and Table 5 (singular "
-        "values of the head layers), reproduced on the embedded UCI Multiple Features dataset with the views "
-        "`fac` (strong) and `mor` (weak), by `python -m experiments.analyses` "
-        f"([`experiments/analyses.py`](../../experiments/analyses.py)). Raw numbers: [`{JSON_NAME}`]({JSON_NAME}).",
-        "", *sections])
+    text = "\n".join(
+        [
+            "# MIE's analyses on mfeat (fac + mor)",
+            "",
+            "The paper's Figure 4 (sensitivity to tau and rho), Figure 5 (loss landscapes) and Table 5 (singular "
+            "values of the head layers), reproduced on the embedded UCI Multiple Features dataset with the views "
+            "`fac` (strong) and `mor` (weak), by `python -m experiments.analyses` "
+            f"([`experiments/analyses.py`](../../experiments/analyses.py)). Raw numbers: [`{JSON_NAME}`]({JSON_NAME}).",
+            "",
+            *sections,
+        ]
+    )
     with open(os.path.join(out, MARKDOWN_NAME), "w") as f:
         f.write(text)
     return text
@@ -810,33 +928,60 @@ def write_report(results: Mapping, out: str) -> str:
 def training_description(quick: bool, overrides: Sequence[str]) -> str:
     """The training settings every run shares, in words."""
     config = run_config("mie", 0, quick, overrides)
-    text = (f"{config.outer_iterations} outer iterations x {config.phase_epochs} epochs per phase, batch "
-            f"{config.batch_size}, {config.optimizer} lr {config.learning_rate}, tau {config.tau}, rho {config.rho}")
+    text = (
+        f"{config.outer_iterations} outer iterations x {config.phase_epochs} epochs per phase, batch "
+        f"{config.batch_size}, {config.optimizer} lr {config.learning_rate}, tau {config.tau}, rho {config.rho}"
+    )
     return text + (f", overrides {', '.join(overrides)}" if overrides else "")
 
 
 def parse_args(argv) -> argparse.Namespace:
     """The command's flags (``argv=None``: the process's)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.analyses", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=None,
-                        help="default docs/analyses (the committed report); reports/analyses-quick with --quick")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK['seeds']} seed, {QUICK['values']} values, {QUICK['grid']}x{QUICK['grid']} grid, "
-                             f"methods {','.join(QUICK_MODEL_METHODS)}, shorter training")
-    parser.add_argument("--only", action="append", choices=ANALYSES,
-                        help="run this analysis only (repeatable); stored numbers of the others are kept")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"default {FULL['seeds']} ({QUICK['seeds']} with --quick)")
-    parser.add_argument("--values", type=int, default=None,
-                        help=f"tau and rho values each, spread over the {len(TAU_VALUES)} of the sweep "
-                             f"(default {FULL['values']}, {QUICK['values']} with --quick)")
-    parser.add_argument("--grid", type=int, default=None,
-                        help=f"landscape points per direction (default {FULL['grid']}, {QUICK['grid']} with --quick)")
-    parser.add_argument("--methods", default=None,
-                        help="methods of the landscape and spectra, comma-separated "
-                             f"(default {','.join(MODEL_METHODS)})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a training config value for every run (repeatable)")
+    parser.add_argument(
+        "--out", default=None, help="default docs/analyses (the committed report); reports/analyses-quick with --quick"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['seeds']} seed, {QUICK['values']} values, {QUICK['grid']}x{QUICK['grid']} grid, "
+        f"methods {','.join(QUICK_MODEL_METHODS)}, shorter training",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=ANALYSES,
+        help="run this analysis only (repeatable); stored numbers of the others are kept",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help=f"default {FULL['seeds']} ({QUICK['seeds']} with --quick)"
+    )
+    parser.add_argument(
+        "--values",
+        type=int,
+        default=None,
+        help=f"tau and rho values each, spread over the {len(TAU_VALUES)} of the sweep "
+        f"(default {FULL['values']}, {QUICK['values']} with --quick)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=None,
+        help=f"landscape points per direction (default {FULL['grid']}, {QUICK['grid']} with --quick)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"methods of the landscape and spectra, comma-separated (default {','.join(MODEL_METHODS)})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config value for every run (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -849,8 +994,12 @@ def make_settings(args) -> dict:
     """
     sizes = QUICK if args.quick else FULL
     methods = args.methods.split(",") if args.methods else list(QUICK_MODEL_METHODS if args.quick else MODEL_METHODS)
-    settings = {"quick": args.quick, "overrides": args.overrides, "methods": methods,
-                **{k: sizes[k] if getattr(args, k) is None else getattr(args, k) for k in sizes}}
+    settings = {
+        "quick": args.quick,
+        "overrides": args.overrides,
+        "methods": methods,
+        **{k: sizes[k] if getattr(args, k) is None else getattr(args, k) for k in sizes},
+    }
     if "mie" not in methods:
         raise ValueError("--methods must include mie: the other methods are compared with it.")
     for name in methods:
@@ -859,8 +1008,9 @@ def make_settings(args) -> dict:
     if settings["seeds"] < 1:
         raise ValueError(f"--seeds must be >= 1, got {settings['seeds']}.")
     if settings["grid"] < 3 or settings["grid"] % 2 == 0:
-        raise ValueError(f"--grid must be odd and >= 3, so that 0 (the trained weights) is on it; "
-                         f"got {settings['grid']}.")
+        raise ValueError(
+            f"--grid must be odd and >= 3, so that 0 (the trained weights) is on it; got {settings['grid']}."
+        )
     pick_values(TAU_VALUES, settings["values"])
     return settings
 
@@ -899,8 +1049,12 @@ def main(argv=None) -> int:
     machine = f"{jax.devices()[0].platform.upper()}, {os.cpu_count()} cores"
     for analysis in todo:
         results[analysis]["settings"] = {
-            "command": command, "machine": machine, "seconds": time.time() - log.start, "training": training,
-            **{k: settings[k] for k in ("seeds", "values", "grid", "methods")}}
+            "command": command,
+            "machine": machine,
+            "seconds": time.time() - log.start,
+            "training": training,
+            **{k: settings[k] for k in ("seeds", "values", "grid", "methods")},
+        }
     with open(json_path, "w") as f:
         json.dump(results, f)
     print(write_report(results, args.out))

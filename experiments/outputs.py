@@ -40,8 +40,7 @@ class PhaseLog:
         names = sorted(records[0]["selection"]) if records else []
         writer.writerow(["phase", "name", "loss"] + [f"{n}_{m}" for n in names for m in METRICS])
         for r in records:
-            writer.writerow([r["phase"], r["name"], r["loss"]]
-                            + [r["selection"][n][m] for n in names for m in METRICS])
+            writer.writerow([r["phase"], r["name"], r["loss"]] + [r["selection"][n][m] for n in names for m in METRICS])
         atomic_write(os.path.join(self.workdir, "phases.csv"), phases.getvalue())
         steps = io.StringIO()
         writer = csv.writer(steps)
@@ -58,30 +57,41 @@ class PhaseLog:
 def progress_line(record: Mapping, selection_split: str) -> str:
     scores, headline, num_phases = record["selection"], record["headline"], record["num_phases"]
     others = " ".join(f"{n} {v['accuracy']:.3f}" for n, v in sorted(scores.items()) if n != headline)
-    return (f"phase {record['phase'] + 1:>3}/{num_phases} | {record['name']:<10} | loss {record['loss']:.4f} | "
-            f"{selection_split} acc {headline} {scores[headline]['accuracy']:.3f}"
-            + (f" ({others})" if others else ""))
+    return (
+        f"phase {record['phase'] + 1:>3}/{num_phases} | {record['name']:<10} | loss {record['loss']:.4f} | "
+        f"{selection_split} acc {headline} {scores[headline]['accuracy']:.3f}" + (f" ({others})" if others else "")
+    )
 
 
 def results_table(results: Mapping, title: str) -> str:
     """A markdown table of the selected model's test metrics, headline first."""
     test = results["test"]
     names = [results["headline"]] + sorted(n for n in test if n != results["headline"])
-    lines = [f"### {title}", "",
-             f"Selected after phase {results['selected_phase'] + 1} of {results['num_phases']} "
-             f"on the **{results['selected_on']}** split"
-             + (" (the released code's behaviour: these test numbers are optimistic)"
-                if results["selected_on"] == "test" else "") + ".", "",
-             "| prediction | accuracy | macro-F1 | MAP |", "|---|---|---|---|"]
-    lines += [f"| {n} | {test[n]['accuracy']:.4f} | {test[n]['macro_f1']:.4f} | {test[n]['map']:.4f} |"
-              for n in names]
+    lines = [
+        f"### {title}",
+        "",
+        f"Selected after phase {results['selected_phase'] + 1} of {results['num_phases']} "
+        f"on the **{results['selected_on']}** split"
+        + (
+            " (the released code's behaviour: these test numbers are optimistic)"
+            if results["selected_on"] == "test"
+            else ""
+        )
+        + ".",
+        "",
+        "| prediction | accuracy | macro-F1 | MAP |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {n} | {test[n]['accuracy']:.4f} | {test[n]['macro_f1']:.4f} | {test[n]['map']:.4f} |" for n in names]
     return "\n".join(lines) + "\n"
 
 
 def write_results(workdir: str, results: Mapping, title: str) -> str:
     table = results_table(results, title)
-    atomic_write(os.path.join(workdir, "results.json"),
-                 json.dumps({k: v for k, v in results.items() if k != "history"}, indent=2))
+    atomic_write(
+        os.path.join(workdir, "results.json"),
+        json.dumps({k: v for k, v in results.items() if k != "history"}, indent=2),
+    )
     atomic_write(os.path.join(workdir, "results.md"), table)
     return table
 
@@ -89,6 +99,7 @@ def write_results(workdir: str, results: Mapping, title: str) -> str:
 def plot_phase_accuracy(workdir: str, history, selection_split: str, title: str) -> str:
     """Per-phase accuracy of every prediction (the paper's Figure 3), as PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

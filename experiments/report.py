@@ -109,6 +109,7 @@ def load_runs(out, setting, label, seeds):
 def plot_phase_accuracy(out, setting, seeds, path):
     """Validation accuracy of each modality after every phase, mean and spread over seeds, as PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -149,24 +150,35 @@ def command(quick, data_dirs) -> str:
 def summarise(out, seeds, quick, data_dirs, figures=None) -> str:
     """The markdown report; ``figures`` maps a setting to its per-phase figure's link."""
     figures = figures or {}
-    lines = ["# Results on real offline data", "",
-             f"Made by `{command(quick, data_dirs)}`: test metrics of the model "
-             f"selected on the validation split, mean ± standard deviation over {seeds} seeds "
-             "(on mfeat each seed also draws the data split; emoji's split is fixed). Headline prediction: "
-             "the average of the per-modality softmax outputs (MLA and the weighted row: entropy-weighted "
-             "fusion; joint methods: their own output). Each section ends with how the differences compare "
-             "with the spread over seeds, and shows the validation accuracy of each modality after every "
-             "phase (the paper's Figure 3).", ""]
-    skipped = [f"{setting} (needs {DATA_DIR_FLAGS[name]})" for setting, name, _ in SETTINGS
-               if (setting, name, _) not in settings_to_run(data_dirs)]
+    lines = [
+        "# Results on real offline data",
+        "",
+        f"Made by `{command(quick, data_dirs)}`: test metrics of the model "
+        f"selected on the validation split, mean ± standard deviation over {seeds} seeds "
+        "(on mfeat each seed also draws the data split; emoji's split is fixed). Headline prediction: "
+        "the average of the per-modality softmax outputs (MLA and the weighted row: entropy-weighted "
+        "fusion; joint methods: their own output). Each section ends with how the differences compare "
+        "with the spread over seeds, and shows the validation accuracy of each modality after every "
+        "phase (the paper's Figure 3).",
+        "",
+    ]
+    skipped = [
+        f"{setting} (needs {DATA_DIR_FLAGS[name]})"
+        for setting, name, _ in SETTINGS
+        if (setting, name, _) not in settings_to_run(data_dirs)
+    ]
     if skipped:
         lines += ["Not run here: " + ", ".join(skipped) + ".", ""]
-    overview = ["## Where the paper's ordering holds", "",
-                "Differences in mean test accuracy, with the larger of the two standard deviations over seeds "
-                "in brackets: MIE against the best method that is not MIE, and against MIE with one part "
-                "removed (positive: MIE is ahead, as the paper reports).", "",
-                "| setting | MIE | best peer | MIE - best peer | MIE - (w/o SAM) | MIE - (w/o GM) |",
-                "|---|---|---|---|---|---|"]
+    overview = [
+        "## Where the paper's ordering holds",
+        "",
+        "Differences in mean test accuracy, with the larger of the two standard deviations over seeds "
+        "in brackets: MIE against the best method that is not MIE, and against MIE with one part "
+        "removed (positive: MIE is ahead, as the paper reports).",
+        "",
+        "| setting | MIE | best peer | MIE - best peer | MIE - (w/o SAM) | MIE - (w/o GM) |",
+        "|---|---|---|---|---|---|",
+    ]
     sections, verdicts = [], {}
     for setting, _, _ in settings_to_run(data_dirs):
         rows, headline_acc, headline_std, machines = [], {}, {}, set()
@@ -177,27 +189,43 @@ def summarise(out, seeds, quick, data_dirs, figures=None) -> str:
             acc = [r["test"][headline]["accuracy"] for r in results]
             headline_acc[label], headline_std[label] = np.mean(acc), np.std(acc)
             modalities = sorted(n for n in results[0]["test"] if n not in ("average", "weighted", "joint"))
-            per_modality = ", ".join(f"{m} {np.mean([r['test'][m]['accuracy'] for r in results]):.3f}"
-                                     for m in modalities)
-            rows.append(f"| {label} | " + " | ".join(
-                mean_std([r["test"][headline][k] for r in results]) for k in METRICS)
-                + f" | {per_modality or '—'} |")
+            per_modality = ", ".join(
+                f"{m} {np.mean([r['test'][m]['accuracy'] for r in results]):.3f}" for m in modalities
+            )
+            rows.append(
+                f"| {label} | "
+                + " | ".join(mean_std([r["test"][headline][k] for r in results]) for k in METRICS)
+                + f" | {per_modality or '—'} |"
+            )
         overview.append(overview_row(setting, headline_acc, headline_std))
         verdicts.setdefault(lead_verdict(headline_acc, headline_std), []).append(setting)
-        sections += [f"## {setting}", "", f"Ran on {' and '.join(sorted(machines))}.", "",
-                     "| method | accuracy | macro-F1 | MAP | per-modality accuracy |",
-                     "|---|---|---|---|---|", *rows, "", ordering_sentence(headline_acc, headline_std), ""]
+        sections += [
+            f"## {setting}",
+            "",
+            f"Ran on {' and '.join(sorted(machines))}.",
+            "",
+            "| method | accuracy | macro-F1 | MAP | per-modality accuracy |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            ordering_sentence(headline_acc, headline_std),
+            "",
+        ]
         if setting in figures:
             sections += [f"![{setting}: validation accuracy per phase]({figures[setting]})", ""]
-    overview += ["", "In short: " + "; ".join(f"{verdict} on {', '.join(names)}" for verdict, names in verdicts.items())
-                 + ".", ""]
+    overview += [
+        "",
+        "In short: " + "; ".join(f"{verdict} on {', '.join(names)}" for verdict, names in verdicts.items()) + ".",
+        "",
+    ]
     return "\n".join(lines + overview + sections)
 
 
 def machine_name(machine) -> str:
     """A run's machine in a few words: the accelerator, or the CPU when there is none."""
-    processor = (f"{machine['cpu']} ({machine['cpu_count']} cores)" if machine["backend"] == "cpu"
-                 else machine["device_kind"])
+    processor = (
+        f"{machine['cpu']} ({machine['cpu_count']} cores)" if machine["backend"] == "cpu" else machine["device_kind"]
+    )
     return f"{processor}, jax {machine['jax']}"
 
 
@@ -216,12 +244,15 @@ def lead_verdict(acc, std) -> str:
 
 def overview_row(setting, acc, std) -> str:
     """One setting's line of the overview: MIE's lead over its best peer and over each ablation."""
+
     def lead(other):
         return f"{acc['MIE'] - acc[other]:+.4f} ({max(std['MIE'], std[other]):.4f})"
 
     peer = strongest_peer(acc)
-    return (f"| {setting} | {acc['MIE']:.4f} | {peer} ({acc[peer]:.4f}) | {lead(peer)} | "
-            f"{lead('MIE w/o SAM')} | {lead('MIE w/o GM')} |")
+    return (
+        f"| {setting} | {acc['MIE']:.4f} | {peer} ({acc[peer]:.4f}) | {lead(peer)} | "
+        f"{lead('MIE w/o SAM')} | {lead('MIE w/o GM')} |"
+    )
 
 
 def ordering_sentence(acc, std) -> str:
@@ -236,9 +267,11 @@ def ordering_sentence(acc, std) -> str:
         f"both together {'beat' if acc['MIE'] > acc['unimodal'] else 'do not beat'} neither (unimodal)",
     ]
     gap, spread = acc["MIE"] - acc[best_peer], max(std["MIE"], std[best_peer])
-    firmness = (f"The gap between MIE and the best peer ({gap:+.4f}) is "
-                + ("larger" if abs(gap) > spread else "smaller")
-                + f" than one standard deviation over seeds ({spread:.4f}).")
+    firmness = (
+        f"The gap between MIE and the best peer ({gap:+.4f}) is "
+        + ("larger" if abs(gap) > spread else "smaller")
+        + f" than one standard deviation over seeds ({spread:.4f})."
+    )
     return "Ranking by mean accuracy: " + " > ".join(ranked) + ". " + "; ".join(claims) + ". " + firmness
 
 
@@ -248,10 +281,16 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=None, help="default: 5 (2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="2 seeds and shorter training")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    parser.add_argument("--results", default=None,
-                        help="where to write the markdown report (default: RESULTS.md; <out>/RESULTS.md with --quick)")
-    parser.add_argument("--emoji-dir", default=None,
-                        help="the directory of emoji.npz (python -m mie_jax.data.emoji DIR); without it, no emoji runs")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="where to write the markdown report (default: RESULTS.md; <out>/RESULTS.md with --quick)",
+    )
+    parser.add_argument(
+        "--emoji-dir",
+        default=None,
+        help="the directory of emoji.npz (python -m mie_jax.data.emoji DIR); without it, no emoji runs",
+    )
     args = parser.parse_args(argv)
     # A quick report trains differently under the same run names: it never reads or overwrites
     # the committed full runs and RESULTS.md.

@@ -38,19 +38,30 @@ def parse_args(argv):
     parser.add_argument("--dataset", default="mfeat", choices=DATASETS)
     parser.add_argument("--method", default="mie", choices=METHODS)
     parser.add_argument("--variant", default="paper", choices=VARIANTS)
-    parser.add_argument("--fusion", default="average", choices=FUSIONS,
-                        help="fusion that selects the model and heads the table")
+    parser.add_argument(
+        "--fusion", default="average", choices=FUSIONS, help="fusion that selects the model and heads the table"
+    )
     parser.add_argument("--data-dir", default=None, help="directory with the dataset's files")
     parser.add_argument("--workdir", default=None, help="default: workdir/<dataset>-<method>-<variant>-seed<N>")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable); an unknown key lists the valid ones")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --workdir from its newest intact checkpoint")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable); an unknown key lists the valid ones",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir from its newest intact checkpoint"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar (one line per phase)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="multi-host: call jax.distributed.initialize() with the --coordinator, "
-                             "--num-processes and --process-id given, or from the cluster's environment")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() with the --coordinator, "
+        "--num-processes and --process-id given, or from the cluster's environment",
+    )
     parser.add_argument("--coordinator", default=None, help="host:port of process 0 (with --distributed)")
     parser.add_argument("--num-processes", type=int, default=None)
     parser.add_argument("--process-id", type=int, default=None)
@@ -115,8 +126,10 @@ def _check_before_writing(config, dataset) -> None:
     encoder_names(config, config.modalities)
     missing = [m for m in config.modalities if m not in dataset.splits["train"].inputs]
     if missing:
-        raise ValueError(f"modalities {missing} are not in dataset {dataset.name!r} "
-                         f"(it has {sorted(dataset.splits['train'].inputs)}).")
+        raise ValueError(
+            f"modalities {missing} are not in dataset {dataset.name!r} "
+            f"(it has {sorted(dataset.splits['train'].inputs)})."
+        )
     check_dataset(dataset)
     parallel.check_batch_size(config.batch_size, parallel.data_mesh(config.num_devices))
 
@@ -131,24 +144,36 @@ def main(argv=None) -> int:
     if args.distributed:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     writer = jax.process_index() == 0  # One host writes the logs; Orbax coordinates checkpoints itself.
-    handlers = ({s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-                if threading.current_thread() is threading.main_thread() else {})
+    handlers = (
+        {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     hooks = sys.unraisablehook, threading.excepthook
     # TensorStore reports the errors of its callbacks after a failed write (dozens of "Event loop is
     # closed") as unraisable, and a library thread may die with one: both go to run.log.
     sys.unraisablehook = lambda u: _LIBRARY_LOG.error(
-        "unraisable in %r", u.object, exc_info=(u.exc_type, u.exc_value, u.exc_traceback))
+        "unraisable in %r", u.object, exc_info=(u.exc_type, u.exc_value, u.exc_traceback)
+    )
     threading.excepthook = lambda args: _LIBRARY_LOG.error(
-        "thread %s died", getattr(args.thread, "name", "?"),
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        "thread %s died",
+        getattr(args.thread, "name", "?"),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
     _route_library_logs(None)
     lock, workdir = None, args.workdir
     try:
         try:
-            config = make_config(configs.get_config(args.dataset), args.overrides,
-                                 method=args.method, variant=args.variant, seed=args.seed)
+            config = make_config(
+                configs.get_config(args.dataset),
+                args.overrides,
+                method=args.method,
+                variant=args.variant,
+                seed=args.seed,
+            )
             workdir = args.workdir or os.path.join(
-                "workdir", f"{args.dataset}-{config.method}-{config.variant}-seed{config.seed}")
+                "workdir", f"{args.dataset}-{config.method}-{config.variant}-seed{config.seed}"
+            )
             if writer and (warning := paper_configs.missing_pretrained_warning(args.dataset, config)):
                 print(warning, file=sys.stderr, flush=True)
             if writer:
@@ -156,11 +181,14 @@ def main(argv=None) -> int:
             dataset = load_dataset(args.dataset, config.modalities, config.load_options(args.data_dir))
             _check_before_writing(config, dataset)
             if writer:
-                marker = {"dataset": args.dataset, "fusion": args.fusion,
-                          "config": checkpoint.config_to_json(config)}
-                lock = workdirs.open_workdir(workdir, resume=args.resume, marker=marker,
-                                             layout_keys=checkpoint.LAYOUT_KEYS,
-                                             say=lambda line: print(line, file=sys.stderr, flush=True))
+                marker = {"dataset": args.dataset, "fusion": args.fusion, "config": checkpoint.config_to_json(config)}
+                lock = workdirs.open_workdir(
+                    workdir,
+                    resume=args.resume,
+                    marker=marker,
+                    layout_keys=checkpoint.LAYOUT_KEYS,
+                    say=lambda line: print(line, file=sys.stderr, flush=True),
+                )
                 _route_library_logs(os.path.join(workdir, "run.log"))
         except (ValueError, FileNotFoundError, workdirs.WorkdirError, OSError) as error:
             print(f"error: {workdirs.storage_fault(error, workdir) or _one_line(error)}", file=sys.stderr)
@@ -182,7 +210,8 @@ def main(argv=None) -> int:
 
 
 def _train_and_report(args, config, dataset, workdir, writer, mark=None) -> int:
-    title = f"{args.dataset} ({', '.join(config.modalities)}): {config.method}, {config.variant} variant, seed {config.seed}"
+    views = ", ".join(config.modalities)
+    title = f"{args.dataset} ({views}): {config.method}, {config.variant} variant, seed {config.seed}"
     selection_split = "test" if config.select_on == "test" else "validation"
     print(title, file=sys.stderr)
     log = None
@@ -211,8 +240,16 @@ def _train_and_report(args, config, dataset, workdir, writer, mark=None) -> int:
         print(outputs.progress_line(record, selection_split), file=sys.stderr, flush=True)
 
     try:
-        results = train(config, dataset, fusion_name=args.fusion, workdir=workdir, resume=args.resume,
-                        on_phase=on_phase, on_restore=on_restore, quiet=args.quiet)
+        results = train(
+            config,
+            dataset,
+            fusion_name=args.fusion,
+            workdir=workdir,
+            resume=args.resume,
+            on_phase=on_phase,
+            on_restore=on_restore,
+            quiet=args.quiet,
+        )
         if not writer:
             return 0
         if log is None:  # Resumed a finished run: nothing trained, the logs still match the history.

@@ -153,23 +153,31 @@ class WorkdirLock:
             except BlockingIOError:
                 raise WorkdirError(
                     f"--workdir {self.workdir} is in use by another run ({_describe(self._read(fd))}); "
-                    "wait for it to end or stop it, or choose another --workdir.") from None
+                    "wait for it to end or stop it, or choose another --workdir."
+                ) from None
             except OSError as error:  # A file system without flock (some network mounts): trust the pid.
                 if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
                 holder = self._read(fd)
-                if (holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
-                        and holder["pid"] != os.getpid() and _pid_alive(holder["pid"])):
+                if (
+                    holder.get("host") == socket.gethostname()
+                    and isinstance(holder.get("pid"), int)
+                    and holder["pid"] != os.getpid()
+                    and _pid_alive(holder["pid"])
+                ):
                     raise WorkdirError(
                         f"--workdir {self.workdir} is in use by another run ({_describe(holder)}); "
-                        "wait for it to end or stop it, or choose another --workdir.") from None
+                        "wait for it to end or stop it, or choose another --workdir."
+                    ) from None
             previous = self._read(fd)
             if previous:
                 self.recovered = _describe(previous)
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "since": time.time()}) + "\n").encode())
+            os.write(
+                fd,
+                (json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}) + "\n").encode(),
+            )
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -217,8 +225,11 @@ def _has_run(workdir: str) -> bool:
 
 
 def _differences(stored: Mapping, current: Mapping, ignore=()) -> list:
-    return [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(stored) | set(current))
-            if k not in ignore and stored.get(k) != current.get(k)]
+    return [
+        f"{k}: {stored.get(k)!r} -> {current.get(k)!r}"
+        for k in sorted(set(stored) | set(current))
+        if k not in ignore and stored.get(k) != current.get(k)
+    ]
 
 
 def probe_writable(directory: str) -> None:
@@ -237,25 +248,29 @@ def check_workdir(workdir: str, *, resume: bool) -> None:
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir {workdir} is a file, not a directory; choose another --workdir.")
     if resume and not os.path.isdir(workdir):
-        raise WorkdirError(f"--resume: --workdir {workdir} does not exist; check the path, "
-                           "or drop --resume to start a new run there.")
+        raise WorkdirError(
+            f"--resume: --workdir {workdir} does not exist; check the path, or drop --resume to start a new run there."
+        )
     if not os.path.isdir(workdir):
         return
     names = sorted(n for n in os.listdir(workdir) if n not in _EMPTY_OK)
     if not _has_run(workdir):
         if resume:
-            raise WorkdirError(f"--resume: --workdir {workdir} holds no run (no {MARKER}); check the path, "
-                               "or drop --resume to start a new run in a new or empty directory.")
+            raise WorkdirError(
+                f"--resume: --workdir {workdir} holds no run (no {MARKER}); check the path, "
+                "or drop --resume to start a new run in a new or empty directory."
+            )
         if names:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise WorkdirError(f"--workdir {workdir} is not empty and holds no run of ours ({shown}); "
-                               "nothing was touched: choose a new or empty --workdir.")
+            raise WorkdirError(
+                f"--workdir {workdir} is not empty and holds no run of ours ({shown}); "
+                "nothing was touched: choose a new or empty --workdir."
+            )
     elif not resume:
         raise WorkdirError(f"--workdir {workdir} already holds a run; pass --resume or choose another.")
 
 
-def open_workdir(workdir: str, *, resume: bool, marker: Mapping[str, Any],
-                 layout_keys=(), say=print) -> WorkdirLock:
+def open_workdir(workdir: str, *, resume: bool, marker: Mapping[str, Any], layout_keys=(), say=print) -> WorkdirLock:
     """Checks, locks and marks ``workdir`` for a run; returns the held lock.
 
     Nothing is written into a directory that is refused. ``marker`` is what
@@ -274,16 +289,19 @@ def open_workdir(workdir: str, *, resume: bool, marker: Mapping[str, Any],
     lock = WorkdirLock(workdir).acquire()
     try:
         if lock.recovered:
-            say(f"note: took over the lock of --workdir {workdir} left by {lock.recovered}, "
-                "which is no longer running.")
+            say(
+                f"note: took over the lock of --workdir {workdir} left by {lock.recovered}, which is no longer running."
+            )
         marker_path = os.path.join(workdir, MARKER)
         if resume and os.path.exists(marker_path):
             stored = read_marker(workdir)
             differing = _differences({k: stored.get(k) for k in _RUN_KEYS}, {k: marker.get(k) for k in _RUN_KEYS})
             differing += _differences(stored["config"], marker["config"], ignore=layout_keys)
             if differing:
-                raise WorkdirError(f"the run in {workdir} was started with other settings ({', '.join(differing)}); "
-                                   "resume it with its own settings, or use another --workdir.")
+                raise WorkdirError(
+                    f"the run in {workdir} was started with other settings ({', '.join(differing)}); "
+                    "resume it with its own settings, or use another --workdir."
+                )
         elif not resume and _has_run(workdir):  # Another run marked it between the check and the lock.
             raise WorkdirError(f"--workdir {workdir} already holds a run; pass --resume or choose another.")
         probe_writable(workdir)  # Before the marker: a full disk leaves the directory as good as empty.

@@ -55,14 +55,11 @@ def update_covariance(cov, features, *, statistic: Statistic = "batch_mean"):
     """
     _validate.choice("statistic", statistic, _STATISTIC_CHOICES)
     if features.ndim != 2:
-        raise ValueError(
-            f"features must be 2-D [batch, d], got shape {tuple(features.shape)}."
-        )
+        raise ValueError(f"features must be 2-D [batch, d], got shape {tuple(features.shape)}.")
     d = features.shape[1]
     if cov.shape != (d, d):
         raise ValueError(
-            f"cov must be [d, d] = {(d, d)} for features of shape "
-            f"{tuple(features.shape)}, got {tuple(cov.shape)}."
+            f"cov must be [d, d] = {(d, d)} for features of shape {tuple(features.shape)}, got {tuple(cov.shape)}."
         )
     z = features.astype(cov.dtype)
     if statistic == "batch_mean":
@@ -96,9 +93,7 @@ def update_conv_covariance(cov, inputs, *, statistic: Statistic = "batch_mean"):
         :func:`update_covariance`.
     """
     if inputs.ndim < 2:
-        raise ValueError(
-            f"inputs must be at least 2-D [batch, ..., channels], got shape {tuple(inputs.shape)}."
-        )
+        raise ValueError(f"inputs must be at least 2-D [batch, ..., channels], got shape {tuple(inputs.shape)}.")
     # Positions are more samples of the same channels: the spatial mean of a
     # batch is the mean of its rows once the positions are folded into them.
     return update_covariance(cov, inputs.reshape(-1, inputs.shape[-1]), statistic=statistic)
@@ -145,8 +140,9 @@ def _relative_spectrum(eigenvalues, lowest, highest, d, dtype):
     return jnp.where(is_flat, 0.0, (eigenvalues - lowest) / jnp.where(is_flat, 1.0, spread))
 
 
-def flat_transform(cov, tau, rank: Optional[int] = None, tol=None, *,
-                   solver: Solver = "eigh", iterations: int = 8, min_eigenvalue=None):
+def flat_transform(
+    cov, tau, rank: Optional[int] = None, tol=None, *, solver: Solver = "eigh", iterations: int = 8, min_eigenvalue=None
+):
     """The matrix ``T`` of MIE Eq. 7 from a layer's feature covariance.
 
     ``Ybar`` is symmetric positive semi-definite, so its singular value
@@ -237,9 +233,7 @@ def _top_eigenpairs(symmetric, block: int, iterations: int):
     d = symmetric.shape[0]
     # A fixed start keeps T a function of cov alone; QR keeps the block orthonormal.
     start = jax.random.normal(jax.random.key(0), (d, block), symmetric.dtype)
-    q = jax.lax.fori_loop(
-        0, iterations, lambda _, q: jnp.linalg.qr(symmetric @ q)[0], jnp.linalg.qr(start)[0]
-    )
+    q = jax.lax.fori_loop(0, iterations, lambda _, q: jnp.linalg.qr(symmetric @ q)[0], jnp.linalg.qr(start)[0])
     ritz_values, ritz_vectors = jnp.linalg.eigh(q.T @ symmetric @ q)
     return ritz_values[::-1], (q @ ritz_vectors)[:, ::-1]
 
@@ -304,8 +298,9 @@ def flat_rank(cov, tau, tol):
     return jnp.sum(-jnp.expm1(-tau * relative) > tol).astype(jnp.int32)
 
 
-def flat_transforms(covariances: Any, tau, rank: Optional[int] = None, tol=None, *,
-                    solver: Solver = "eigh", iterations: int = 8) -> Any:
+def flat_transforms(
+    covariances: Any, tau, rank: Optional[int] = None, tol=None, *, solver: Solver = "eigh", iterations: int = 8
+) -> Any:
     """Maps a pytree of covariances to the pytree of their ``T`` matrices.
 
     Args:
@@ -332,8 +327,7 @@ def flat_transforms(covariances: Any, tau, rank: Optional[int] = None, tol=None,
     def one(path, cov):
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
             raise ValueError(
-                f"covariance at {jax.tree_util.keystr(path)} must be square [d, d], "
-                f"got {tuple(cov.shape)}."
+                f"covariance at {jax.tree_util.keystr(path)} must be square [d, d], got {tuple(cov.shape)}."
             )
         if rank is None:
             return flat_transform(cov, tau, tol=tol)
@@ -393,15 +387,16 @@ def left_multiply(matrices: Any, updates: Any, *, caller: str) -> Any:
 
     try:
         return jax.tree_util.tree_map_with_path(
-            one, matrices, updates,
+            one,
+            matrices,
+            updates,
             is_leaf=lambda x: x is None or isinstance(x, LowRankTransform),
         )
     except ValueError as error:
         if str(error).startswith(caller):
             raise
         raise ValueError(
-            f"{caller}: the matrices must have the tree structure of the updates "
-            f"(None for leaves left as is): {error}"
+            f"{caller}: the matrices must have the tree structure of the updates (None for leaves left as is): {error}"
         ) from None
 
 

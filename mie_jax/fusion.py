@@ -19,8 +19,7 @@ def _stacked_logits(logits: Logits) -> jax.Array:
     logits = jnp.asarray(logits)
     if logits.ndim != 3 or logits.shape[0] < 1:
         raise ValueError(
-            "logits must have shape [modalities, batch, classes] with at least "
-            f"one modality, got shape {logits.shape}."
+            f"logits must have shape [modalities, batch, classes] with at least one modality, got shape {logits.shape}."
         )
     return logits
 

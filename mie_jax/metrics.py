@@ -30,18 +30,12 @@ def _as_probs(probs) -> np.ndarray:
 
 def _check_same_length(labels: np.ndarray, other: np.ndarray, name: str) -> None:
     if labels.shape[0] != other.shape[0]:
-        raise ValueError(
-            f"labels and {name} must have the same length, "
-            f"got {labels.shape[0]} and {other.shape[0]}."
-        )
+        raise ValueError(f"labels and {name} must have the same length, got {labels.shape[0]} and {other.shape[0]}.")
 
 
 def _check_in_range(values: np.ndarray, num_classes: int, name: str) -> None:
     if values.min() < 0 or values.max() >= num_classes:
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}), "
-            f"got values in [{values.min()}, {values.max()}]."
-        )
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got values in [{values.min()}, {values.max()}].")
 
 
 def _validated_labels_and_probs(labels, probs) -> tuple[np.ndarray, np.ndarray]:
@@ -105,20 +99,12 @@ def macro_f1(labels, predictions_or_probs, num_classes: int) -> float:
     if predictions.ndim == 2:
         probs = _as_probs(predictions)
         if probs.shape[1] != num_classes:
-            raise ValueError(
-                f"predictions_or_probs has {probs.shape[1]} classes, "
-                f"expected num_classes={num_classes}."
-            )
+            raise ValueError(f"predictions_or_probs has {probs.shape[1]} classes, expected num_classes={num_classes}.")
         predictions = np.argmax(probs, axis=1)
     elif predictions.ndim != 1:
-        raise ValueError(
-            "predictions_or_probs must be 1-D predictions or 2-D probs, "
-            f"got shape {predictions.shape}."
-        )
+        raise ValueError(f"predictions_or_probs must be 1-D predictions or 2-D probs, got shape {predictions.shape}.")
     elif predictions.dtype == np.bool_ or not np.issubdtype(predictions.dtype, np.integer):
-        raise ValueError(
-            f"1-D predictions_or_probs must have an integer dtype, got {predictions.dtype}."
-        )
+        raise ValueError(f"1-D predictions_or_probs must have an integer dtype, got {predictions.dtype}.")
     _check_same_length(labels, predictions, "predictions_or_probs")
     _check_in_range(labels, num_classes, "labels")
     _check_in_range(predictions, num_classes, "predictions_or_probs")
@@ -176,9 +162,7 @@ def mean_average_precision(labels, probs) -> float:
         scikit-learn, `sklearn.metrics.average_precision_score`.
     """
     labels, probs = _validated_labels_and_probs(labels, probs)
-    return float(
-        np.mean([_binary_average_precision(labels == c, probs[:, c]) for c in np.unique(labels)])
-    )
+    return float(np.mean([_binary_average_precision(labels == c, probs[:, c]) for c in np.unique(labels)]))
 
 
 def classification_metrics(labels, probs) -> dict[str, float]:

@@ -63,8 +63,7 @@ def owm_projection_update(projection, features, alpha):
     d = projection.shape[0]
     if features.ndim != 2 or features.shape[1] != d:
         raise ValueError(
-            f"features must be [batch, {d}] for a {tuple(projection.shape)} "
-            f"projection, got {tuple(features.shape)}."
+            f"features must be [batch, {d}] for a {tuple(projection.shape)} projection, got {tuple(features.shape)}."
         )
     x = jnp.mean(features.astype(projection.dtype), axis=0)
     k = projection @ x
@@ -120,17 +119,13 @@ def orthogonal_projection(
         del params, extra_args
         matrices = state.projections
         if residual:  # g + P g = (I + P) g, only for the projected kernels.
-            matrices = jax.tree.map(
-                lambda p: p + jnp.eye(p.shape[0], dtype=p.dtype), matrices
-            )
+            matrices = jax.tree.map(lambda p: p + jnp.eye(p.shape[0], dtype=p.dtype), matrices)
         projected = flat.left_multiply(matrices, updates, caller="orthogonal_projection")
         projections = state.projections
         if features is not None:
             step_alpha = alpha(state.count) if callable(alpha) else alpha
             projections = jax.tree.map(
-                lambda p, z: (
-                    p if p is None or z is None else owm_projection_update(p, z, step_alpha)
-                ),
+                lambda p, z: p if p is None or z is None else owm_projection_update(p, z, step_alpha),
                 state.projections,
                 features,
                 is_leaf=lambda x: x is None,

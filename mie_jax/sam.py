@@ -145,17 +145,13 @@ def sam(
         if params is None:
             raise ValueError("sam: update needs params (the point to perturb).")
         if grad_fn is None:
-            raise ValueError(
-                "sam: update needs the extra argument grad_fn(params, i) -> grads."
-            )
+            raise ValueError("sam: update needs the extra argument grad_fn(params, i) -> grads.")
         if mask is not None:
             updates_to_perturb = _masked(updates, mask(params) if callable(mask) else mask)
         else:
             updates_to_perturb = updates
         eps = sam_perturbation(updates_to_perturb, rho, normalize=normalize)
-        perturbed_params = jax.tree.map(
-            lambda p, e: (p + e).astype(p.dtype), params, eps
-        )
+        perturbed_params = jax.tree.map(lambda p, e: (p + e).astype(p.dtype), params, eps)
         perturbed_grads = grad_fn(perturbed_params, 0)
         if axis_name is not None:
             perturbed_grads = jax.lax.pmean(perturbed_grads, axis_name)

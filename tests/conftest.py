@@ -1,15 +1,14 @@
 """Shared test settings: hypothesis profiles sized for a 2-core CI machine."""
 
+import os
+import tempfile
+
 import hypothesis
+import jax
 
 hypothesis.settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
 hypothesis.settings.load_profile("ci")
-
-import os
-import tempfile
-
-import jax
 
 # Many tests compile the same programs (same model, same shapes): a compilation
 # cache for the session lets later tests reuse them, which halves the suite's time.

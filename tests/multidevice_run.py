@@ -17,13 +17,22 @@ import jax  # noqa: E402  (must come after XLA_FLAGS)
 from mie_jax.data.registry import load_dataset  # noqa: E402
 from mie_jax.train import make_config, train  # noqa: E402
 
-BASE = {"modalities": ("fac", "mor"), "dim": 16, "encoder_hidden": 32, "outer_iterations": 1,
-        "phase_epochs": 1, "batch_size": 96}
+BASE = {
+    "modalities": ("fac", "mor"),
+    "dim": 16,
+    "encoder_hidden": 32,
+    "outer_iterations": 1,
+    "phase_epochs": 1,
+    "batch_size": 96,
+}
 
 
 def summary(results):
-    return {"step_losses": [r["step_losses"] for r in results["history"]],
-            "test": results["test"], "selected_phase": results["selected_phase"]}
+    return {
+        "step_losses": [r["step_losses"] for r in results["history"]],
+        "test": results["test"],
+        "selected_phase": results["selected_phase"],
+    }
 
 
 def main():
@@ -33,8 +42,9 @@ def main():
     for devices in (1, 8):
         out[f"whole_{devices}"] = summary(train(make_config(BASE, method=method, num_devices=devices), dataset))
     # Per-device SAM: each of the 8 devices perturbs along its own part of the batch.
-    out["per_device_sam_8"] = summary(train(make_config(BASE, method=method, num_devices=8, sam_per_device=True),
-                                            dataset))
+    out["per_device_sam_8"] = summary(
+        train(make_config(BASE, method=method, num_devices=8, sam_per_device=True), dataset)
+    )
     for first, then in ((8, 1), (1, 8)):
         with tempfile.TemporaryDirectory() as workdir:
             train(make_config(BASE, method=method, num_devices=first), dataset, workdir=workdir, stop_after_phase=1)

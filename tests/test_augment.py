@@ -17,7 +17,6 @@ def smooth_image(size=32):
 
 
 class CropAndFlipTest(parameterized.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_the_whole_image_unflipped_is_unchanged_and_flipped_is_mirrored(self):
         image = smooth_image()[None]
@@ -31,7 +30,7 @@ class CropAndFlipTest(parameterized.TestCase):
     def test_a_box_is_resized_as_cropping_then_resizing_with_pil_does(self, box):
         image = smooth_image()
         top, left, height, width = box
-        reference = pipeline._resize(image[top:top + height, left:left + width], 32, 32).astype(int)
+        reference = pipeline._resize(image[top : top + height, left : left + width], 32, 32).astype(int)
         out = np.asarray(self.variant(augment.crop_and_flip)(image[None], jnp.array([box]), jnp.array([False])))
         difference = np.abs(out[0].astype(int) - reference)
         # Within rounding inside; at the box's edges the filter may also read the pixels just outside it.
@@ -71,7 +70,9 @@ def test_a_phase_draws_only_for_augmented_modalities_and_from_its_own_stream():
     inputs = {"image": np.zeros((10, 12, 16, 3), np.uint8), "vec": np.zeros((10, 5), np.float32)}
     draws = augment.phase_crops(config, inputs, 2, (4, 6), ("image", "vec"))
     assert set(draws) == {"image"} and draws["image"][0].shape == (4, 6, 4)
-    np.testing.assert_array_equal(draws["image"][0], augment.phase_crops(config, inputs, 2, (4, 6), ("image",))["image"][0])
+    np.testing.assert_array_equal(
+        draws["image"][0], augment.phase_crops(config, inputs, 2, (4, 6), ("image",))["image"][0]
+    )
     assert not np.array_equal(draws["image"][0], augment.phase_crops(config, inputs, 3, (4, 6), ("image",))["image"][0])
     assert augment.phase_crops(config, inputs, 2, (4, 6), ("vec",)) == {}
 
@@ -94,9 +95,20 @@ def toy_dataset(frames=0):
 
 
 def toy_config(method, image_encoder="resnet18", **values):
-    return make_config({"modalities": ("image", "vec"), "encoder": f"image={image_encoder},vec=mlp", "resnet_width": 4,
-                        "dim": 8, "encoder_hidden": 16, "outer_iterations": 1, "phase_epochs": 1, "batch_size": 8,
-                        **values}, method=method)
+    return make_config(
+        {
+            "modalities": ("image", "vec"),
+            "encoder": f"image={image_encoder},vec=mlp",
+            "resnet_width": 4,
+            "dim": 8,
+            "encoder_hidden": 16,
+            "outer_iterations": 1,
+            "phase_epochs": 1,
+            "batch_size": 8,
+            **values,
+        },
+        method=method,
+    )
 
 
 @pytest.mark.parametrize("method, frames", [("mie", 0), ("joint", 0), ("mla", 0), ("mie", 2)])

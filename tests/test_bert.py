@@ -33,11 +33,13 @@ TOKEN_IDS = (
     (101, 1996, 4633, 2003, 8403, 2651, 1012, 102),
 )
 # First 8 dims of the (unnormalised) mean-pooled embeddings of SENTENCES, from the float64 reference below.
-EMBEDDING_HEADS = np.array([
-    [0.18723905, 0.02481793, -0.03535600, 0.27250167, -0.78126497, -0.18935601, 0.56962320, -0.30633299],
-    [0.27293400, 0.28708470, -0.05814429, -0.02985861, -0.66109110, -0.11564098, 0.39953221, 0.06852235],
-    [0.09762289, 0.61071306, 0.81166236, 0.34107415, 0.25466334, -0.13181375, 0.28717787, -0.47224272],
-])
+EMBEDDING_HEADS = np.array(
+    [
+        [0.18723905, 0.02481793, -0.03535600, 0.27250167, -0.78126497, -0.18935601, 0.56962320, -0.30633299],
+        [0.27293400, 0.28708470, -0.05814429, -0.02985861, -0.66109110, -0.11564098, 0.39953221, 0.06852235],
+        [0.09762289, 0.61071306, 0.81166236, 0.34107415, 0.25466334, -0.13181375, 0.28717787, -0.47224272],
+    ]
+)
 MAX_LENGTH = 16
 
 
@@ -135,8 +137,15 @@ def minilm_reference(minilm_dir):
 
 def test_minilm_config(minilm):
     assert minilm["model"].config == BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu",
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+        hidden_act="gelu",
         initializer_range=0.02,
     )
 
@@ -185,8 +194,15 @@ def test_matches_float64_reference(minilm, minilm_reference):
 # ---------------------------------------------------------------- a tiny random BERT
 
 TINY = dict(
-    vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    max_position_embeddings=16, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu",
+    vocab_size=16,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=16,
+    type_vocab_size=2,
+    layer_norm_eps=1e-12,
+    hidden_act="gelu",
 )
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"word{i}" for i in range(11)]
 

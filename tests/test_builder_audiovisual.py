@@ -25,7 +25,8 @@ def write_csv(root, split, rows):
 def write_ogm_list(root, split, rows):
     """OGM-GE's ``my_<split>.txt``: ``<clip id>,10,<class index>`` rows, CRLF, no header."""
     (root / kinetics_sounds.SPLIT_FILES[split]).write_bytes(
-        b"".join(f"{clip},10,{kinetics_sounds.CLASSES.index(label)}\r\n".encode() for clip, label in rows))
+        b"".join(f"{clip},10,{kinetics_sounds.CLASSES.index(label)}\r\n".encode() for clip, label in rows)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,36 +63,46 @@ class Fixture:
 
 CREMAD = Fixture(
     name="cremad",
-    splits={"train": [("1001_DFA_ANG_XX", "ANG"), ("1002_IEO_HAP_HI", "HAP"), ("1003_TIE_NEU_XX", "NEU")],
-            "test": [("1004_ITS_SAD_XX", "SAD"), ("1005_WSI_DIS_XX", "DIS")]},
+    splits={
+        "train": [("1001_DFA_ANG_XX", "ANG"), ("1002_IEO_HAP_HI", "HAP"), ("1003_TIE_NEU_XX", "NEU")],
+        "test": [("1004_ITS_SAD_XX", "SAD"), ("1005_WSI_DIS_XX", "DIS")],
+    },
     list_file={"train": "train.csv", "test": "test.csv"},
     write_list=write_csv,
     frames_per_clip=3,  # CREMA-D's clips last 2 to 3 s: 1 fps extraction leaves about 3 frames.
     base_hz=200.0,
     spectrogram={"sample_rate": 22050, "seconds": 3.0, "n_fft": 512, "hop": 353},
     spectrogram_shape=(257, 188),  # OGM-GE's input size.
-    bad_rows=(("1006_DFA_CAL_XX,CAL", "unknown label"),
-              ("1006_DFA_ANG_XX", "expected a 'clip_id,label' row"),
-              ("1006_DFA_ANG_XX,ANG,extra", "expected a 'clip_id,label' row"),
-              ("1001_DFA_ANG_XX,ANG", "listed twice")),
+    bad_rows=(
+        ("1006_DFA_CAL_XX,CAL", "unknown label"),
+        ("1006_DFA_ANG_XX", "expected a 'clip_id,label' row"),
+        ("1006_DFA_ANG_XX,ANG,extra", "expected a 'clip_id,label' row"),
+        ("1001_DFA_ANG_XX,ANG", "listed twice"),
+    ),
 )
 KINETICS_SOUNDS = Fixture(
     name="kinetics_sounds",
     # Clip ids as OGM-GE's lists write them: training ones <youtube id>_<start>_<end>, test ones <youtube id>_<n>.
-    splits={"train": [("--4-0ihtnBU_000058_000068", "dribbling_basketball"),
-                      ("-5WZ2MfBhz8_000011_000021", "blowing_out_candles"),
-                      ("-av_0U1Ij7M_000319_000329", "stomping_grapes")],
-            "test": [("-3Mwkq-7TV4_2", "shoveling_snow"), ("04fLIUMTbco_6", "blowing_nose")]},
+    splits={
+        "train": [
+            ("--4-0ihtnBU_000058_000068", "dribbling_basketball"),
+            ("-5WZ2MfBhz8_000011_000021", "blowing_out_candles"),
+            ("-av_0U1Ij7M_000319_000329", "stomping_grapes"),
+        ],
+        "test": [("-3Mwkq-7TV4_2", "shoveling_snow"), ("04fLIUMTbco_6", "blowing_nose")],
+    },
     list_file=dict(kinetics_sounds.SPLIT_FILES),
     write_list=write_ogm_list,
     frames_per_clip=4,
     base_hz=300.0,
     spectrogram={"sample_rate": 16000, "seconds": 10.0, "n_fft": 512, "hop": 353},
     spectrogram_shape=(257, 454),  # 10 s at 16 kHz, hop 353.
-    bad_rows=(("3s7-V-ClBhA_353,10,31", "unknown class index 31"),
-              ("3s7-V-ClBhA_353,10", "expected a '<clip id>,10,<class index 0-30>' row"),
-              ("3s7-V-ClBhA_353,10,playing_bagpipes", "expected a '<clip id>,10,<class index 0-30>' row"),
-              ("-5WZ2MfBhz8_000011_000021,10,1", "listed twice")),
+    bad_rows=(
+        ("3s7-V-ClBhA_353,10,31", "unknown class index 31"),
+        ("3s7-V-ClBhA_353,10", "expected a '<clip id>,10,<class index 0-30>' row"),
+        ("3s7-V-ClBhA_353,10,playing_bagpipes", "expected a '<clip id>,10,<class index 0-30>' row"),
+        ("-5WZ2MfBhz8_000011_000021,10,1", "listed twice"),
+    ),
 )
 FIXTURES = (CREMAD, KINETICS_SOUNDS)
 
@@ -101,8 +112,9 @@ def write_media(builder, root, clips, base_hz, frames_per_clip, rng):
     (root / builder.AUDIO_DIR).mkdir(parents=True, exist_ok=True)
     samples = {}
     for clip in clips:
-        samples[clip] = builder_checks.write_tone_wav(root / builder.AUDIO_DIR / f"{clip}.wav",
-                                                      base_hz * (len(samples) + 1))
+        samples[clip] = builder_checks.write_tone_wav(
+            root / builder.AUDIO_DIR / f"{clip}.wav", base_hz * (len(samples) + 1)
+        )
         builder_checks.write_frames(root / builder.FRAMES_DIR / clip, frames_per_clip, rng)
     return samples
 
@@ -151,9 +163,12 @@ def test_builds_every_split_and_reads_it_back(fixture, tmp_path):
     samples = write_audiovisual(fixture, raw)
     builder = fixture.builder
     arrays = builder_checks.check_round_trip(
-        fixture.name, raw, tmp_path / "prepared",
+        fixture.name,
+        raw,
+        tmp_path / "prepared",
         counts={split: len(rows) for split, rows in fixture.splits.items()},  # No validation split: none published.
-        labels={split: [builder.CLASSES.index(label) for _, label in rows] for split, rows in fixture.splits.items()})
+        labels={split: [builder.CLASSES.index(label) for _, label in rows] for split, rows in fixture.splits.items()},
+    )
     assert builder.SPECTROGRAM.shape == fixture.spectrogram_shape
     for split, rows in fixture.splits.items():
         got, labels = arrays[split], dict(rows)
@@ -165,7 +180,8 @@ def test_builds_every_split_and_reads_it_back(fixture, tmp_path):
             expected = media.log_spectrogram(samples[clip], 16000, **fixture.spectrogram)
             np.testing.assert_allclose(audio, expected, rtol=1e-6, atol=1e-6)
             frames = media.read_frame_folder(
-                raw / builder.FRAMES_DIR / clip, builder.DEFAULT_NUM_FRAMES, builder_checks.IMAGE_SIZE)
+                raw / builder.FRAMES_DIR / clip, builder.DEFAULT_NUM_FRAMES, builder_checks.IMAGE_SIZE
+            )
             np.testing.assert_array_equal(visual, frames)
 
 
@@ -194,8 +210,14 @@ def real_kinetics(root):
     expected = {split: {} for split in subsets.values()}
     for clip, entry in json.loads((root / kinetics_sounds.VALIDATION_FILE).read_text())["database"].items():
         expected[subsets[entry["subset"]]][clip] = entry["label"]
-    write_media(kinetics_sounds.KineticsSounds, root, [c for clips in expected.values() for c in clips], 300.0, 3,
-                np.random.default_rng(1))
+    write_media(
+        kinetics_sounds.KineticsSounds,
+        root,
+        [c for clips in expected.values() for c in clips],
+        300.0,
+        3,
+        np.random.default_rng(1),
+    )
     return expected
 
 
@@ -203,10 +225,14 @@ def test_kinetics_real_lists_give_bmls_labels_and_its_validation_split(tmp_path)
     expected = real_kinetics(tmp_path / "raw")
     assert {split: len(clips) for split, clips in expected.items()} == {"train": 17, "test": 13, "validation": 6}
     arrays = builder_checks.check_round_trip(
-        "kinetics_sounds", tmp_path / "raw", tmp_path / "prepared",
+        "kinetics_sounds",
+        tmp_path / "raw",
+        tmp_path / "prepared",
         counts={split: len(clips) for split, clips in expected.items()},
-        labels={split: [kinetics_sounds.CLASSES.index(name) for name in clips.values()]
-                for split, clips in expected.items()})
+        labels={
+            split: [kinetics_sounds.CLASSES.index(name) for name in clips.values()] for split, clips in expected.items()
+        },
+    )
     for split, clips in expected.items():
         got = arrays[split]
         assert {clip: kinetics_sounds.CLASSES[label] for clip, label in zip(got["id"], got["label"])} == clips
@@ -225,14 +251,20 @@ def test_cremad_real_lists_give_ogm_ges_labels(tmp_path):
         (root / f"{split}.csv").write_bytes(data)
         # Each clip's label, read here from its name's emotion field (<actor>_<sentence>_<EMO>_<level>).
         expected[split] = {line.split(b",")[0].decode(): line.split(b"_")[2].decode() for line in data.splitlines()}
-    write_media(cremad.CremaD, root, [clip for clips in expected.values() for clip in clips], 200.0, 3,
-                np.random.default_rng(2))
+    write_media(
+        cremad.CremaD, root, [clip for clips in expected.values() for clip in clips], 200.0, 3, np.random.default_rng(2)
+    )
     # The copied lines' labels (tests/data/cremad/README.md), in OGM-GE's class order NEU, HAP, SAD, FEA, DIS, ANG.
     per_class = {"train": [3, 4, 7, 4, 5, 8], "test": [5, 4, 6, 2, 6, 7]}
     arrays = builder_checks.check_round_trip(
-        "cremad", root, tmp_path / "prepared", counts={"train": 31, "test": 30},
-        labels={split: [index for index, n in enumerate(counts) for _ in range(n)]
-                for split, counts in per_class.items()})
+        "cremad",
+        root,
+        tmp_path / "prepared",
+        counts={"train": 31, "test": 30},
+        labels={
+            split: [index for index, n in enumerate(counts) for _ in range(n)] for split, counts in per_class.items()
+        },
+    )
     for split, clips in expected.items():
         got = arrays[split]
         assert {clip: cremad.CLASSES[label] for clip, label in zip(got["id"], got["label"])} == clips
@@ -242,13 +274,19 @@ def test_cremad_real_lists_give_ogm_ges_labels(tmp_path):
     assert cremad.CLASSES.index("NEU") == 0 and cremad.CLASSES.index("ANG") == 5
 
 
-@pytest.mark.parametrize("change,problem", [
-    (lambda data: data["labels"].reverse(), "expected the labels"),
-    (lambda data: data["database"]["--RVKBMp_2M_79"].update(label="playing_cello"), "unknown label 'playing_cello'"),
-    (lambda data: data["database"]["-3Mwkq-7TV4_2"].update(subset="validation"), "also listed in my_test.txt"),
-    (lambda data: data.pop("database"), "expected BML's JSON"),
-    (lambda data: [entry.update(subset="training") for entry in data["database"].values()], "lists no clip"),
-])
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        (lambda data: data["labels"].reverse(), "expected the labels"),
+        (
+            lambda data: data["database"]["--RVKBMp_2M_79"].update(label="playing_cello"),
+            "unknown label 'playing_cello'",
+        ),
+        (lambda data: data["database"]["-3Mwkq-7TV4_2"].update(subset="validation"), "also listed in my_test.txt"),
+        (lambda data: data.pop("database"), "expected BML's JSON"),
+        (lambda data: [entry.update(subset="training") for entry in data["database"].values()], "lists no clip"),
+    ],
+)
 def test_wrong_validation_json_is_named(tmp_path, change, problem):
     real_kinetics(tmp_path / "raw")
     path = tmp_path / "raw" / kinetics_sounds.VALIDATION_FILE
@@ -302,5 +340,6 @@ def test_corrupt_frame_is_named(fixture, raw, tmp_path):
 @pytest.mark.parametrize("row", range(4))
 def test_bad_row_is_named_with_its_line(fixture, raw, tmp_path, row):
     line, problem = fixture.bad_rows[row]
-    builder_checks.check_bad_line(fixture.name, raw, tmp_path / "prepared", raw / fixture.list_file["train"], line,
-                                  problem)
+    builder_checks.check_bad_line(
+        fixture.name, raw, tmp_path / "prepared", raw / fixture.list_file["train"], line, problem
+    )

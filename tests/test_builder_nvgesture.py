@@ -17,8 +17,10 @@ NUM_FRAMES = 4  # Kept per clip.
 VIDEO_FRAMES, HEIGHT, WIDTH = 12, 24, 32
 COLOR, DEPTH = (2, 10), (3, 11)  # Frame ranges [start, end); different, so that a mix-up shows.
 # split -> (list file, labels as written, 1 to 25)
-SPLITS = {"train": ("nvgesture_train_correct_cvpr2016_v2.lst", [1, 25, 7]),
-          "test": ("nvgesture_test_correct_cvpr2016_v2.lst", [3, 3])}
+SPLITS = {
+    "train": ("nvgesture_train_correct_cvpr2016_v2.lst", [1, 25, 7]),
+    "test": ("nvgesture_test_correct_cvpr2016_v2.lst", [3, 3]),
+}
 
 
 # Every frame's brightness encodes its index, so that the picked frames can be told apart.
@@ -45,8 +47,9 @@ def write_clip(folder):
     builder_checks.write_video(folder / "sk_depth.avi", frames([depth_level(i) for i in range(VIDEO_FRAMES)]))
     for i in range(VIDEO_FRAMES - 1):  # Denseflow writes the motion from frame i to i + 1 as image i + 1.
         for axis, level in zip("xy", flow_levels(i)):
-            builder_checks.write_jpg(folder / "sk_flow" / f"flow_{axis}_{i + 1:05d}.jpg",
-                                     np.full((HEIGHT, WIDTH), level, np.uint8))
+            builder_checks.write_jpg(
+                folder / "sk_flow" / f"flow_{axis}_{i + 1:05d}.jpg", np.full((HEIGHT, WIDTH), level, np.uint8)
+            )
 
 
 def clip_dir(split, i, label):
@@ -59,8 +62,10 @@ def write_nvgesture(root):
         lines = []
         for i, label in enumerate(labels):
             write_clip(root / clip_dir(split, i, label))
-            lines.append(f"path:{clip_dir(split, i, label)} depth:sk_depth:{DEPTH[0]}:{DEPTH[1]} "
-                         f"color:sk_color:{COLOR[0]}:{COLOR[1]} duo_left:duo_left:5:12 label:{label}")
+            lines.append(
+                f"path:{clip_dir(split, i, label)} depth:sk_depth:{DEPTH[0]}:{DEPTH[1]} "
+                f"color:sk_color:{COLOR[0]}:{COLOR[1]} duo_left:duo_left:5:12 label:{label}"
+            )
         (root / filename).write_text("\n".join(lines) + "\n")
     return root
 
@@ -76,9 +81,13 @@ def precomputed(tmp_path_factory):
     root = tmp_path_factory.mktemp("nvgesture")
     raw = write_nvgesture(root / "raw")
     arrays = builder_checks.check_round_trip(
-        "nvgesture", raw, root / "prepared", num_frames=NUM_FRAMES,
+        "nvgesture",
+        raw,
+        root / "prepared",
+        num_frames=NUM_FRAMES,
         counts={split: len(labels) for split, (_, labels) in SPLITS.items()},
-        labels={split: [label - 1 for label in labels] for split, (_, labels) in SPLITS.items()})
+        labels={split: [label - 1 for label in labels] for split, (_, labels) in SPLITS.items()},
+    )
     return arrays, builder_checks.build("nvgesture", raw, root / "prepared", num_frames=NUM_FRAMES)
 
 
@@ -91,24 +100,29 @@ def test_builds_every_split_and_reads_it_back(prepared):
     train = prepared["train"]
     for field, channels in (("rgb", 3), ("depth", 1), ("flow", 2)):
         assert train[field].shape[:2] == (3, NUM_FRAMES)
-        builder_checks.check_images(train[field].reshape(-1, *train[field].shape[2:]), 3 * NUM_FRAMES,
-                                    channels=channels)
+        builder_checks.check_images(
+            train[field].reshape(-1, *train[field].shape[2:]), 3 * NUM_FRAMES, channels=channels
+        )
     assert sorted(train["id"]) == sorted(clip_dir("train", i, label) for i, label in enumerate(SPLITS["train"][1]))
 
 
 def test_precomputed_flow_is_noted(precomputed):
     builder = precomputed[1]
-    assert builders.preparation_notes(builder) == ["train: 3 flow clips read from sk_flow/ (precomputed)",
-                                                   "test: 2 flow clips read from sk_flow/ (precomputed)"]
+    assert builders.preparation_notes(builder) == [
+        "train: 3 flow clips read from sk_flow/ (precomputed)",
+        "test: 2 flow clips read from sk_flow/ (precomputed)",
+    ]
     assert builders.preparation_settings(builder) == {"flow": "precomputed"}
 
 
 def test_frames_come_from_each_streams_range(prepared):
     # evenly_spaced(8, 4) picks offsets 1, 3, 5, 7 of each 8-frame range; flow follows the color range
     # (denseflow's image i + 1 for frame i).
-    expected = {"rgb": [[color_level(i)] * 3 for i in COLOR[0] + np.array([1, 3, 5, 7])],
-                "depth": [[depth_level(i)] for i in DEPTH[0] + np.array([1, 3, 5, 7])],
-                "flow": [flow_levels(i) for i in COLOR[0] + np.array([1, 3, 5, 7])]}
+    expected = {
+        "rgb": [[color_level(i)] * 3 for i in COLOR[0] + np.array([1, 3, 5, 7])],
+        "depth": [[depth_level(i)] for i in DEPTH[0] + np.array([1, 3, 5, 7])],
+        "flow": [flow_levels(i) for i in COLOR[0] + np.array([1, 3, 5, 7])],
+    }
     for split, clips in prepared.items():
         for field, levels in expected.items():
             # Each frame's mean brightness per channel, [clips, frames, channels]; JPEG moves it a little.
@@ -121,11 +135,14 @@ def test_missing_list_is_named(raw, tmp_path):
     builder_checks.check_layout_error("nvgesture", raw, tmp_path / "prepared", raw / SPLITS["test"][0])
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color label:1", "expected 'path:"),
-    ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color:9:2 label:1", "expected 'path:"),
-    ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color:2:10 label:26", "unknown label"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color label:1", "expected 'path:"),
+        ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color:9:2 label:1", "expected 'path:"),
+        ("path:./Video_data/class_01/subject9_r0 depth:sk_depth:3:11 color:sk_color:2:10 label:26", "unknown label"),
+    ],
+)
 def test_bad_line_is_named_with_its_number(raw, tmp_path, line, problem):
     path = raw / SPLITS["train"][0]
     path.write_text(path.read_text() + line + "\n")
@@ -172,8 +189,9 @@ def texture_video(shift):
 
     noise = np.random.default_rng(0).uniform(0, 255, (REAL_SIZE, 2 * REAL_SIZE)).astype(np.float32)
     texture = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 2.0), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    return np.stack([np.repeat(np.roll(texture, shift * i, axis=1)[:, :REAL_SIZE, None], 3, axis=2)
-                     for i in range(REAL_FRAMES)])
+    return np.stack(
+        [np.repeat(np.roll(texture, shift * i, axis=1)[:, :REAL_SIZE, None], 3, axis=2) for i in range(REAL_FRAMES)]
+    )
 
 
 def moving(line_number):
@@ -197,8 +215,13 @@ def real(tmp_path_factory):
             shutil.copy(videos / ("moving.avi" if moving(number) else "still.avi"), raw / clip.path / "sk_color.avi")
             shutil.copy(videos / "depth.avi", raw / clip.path / "sk_depth.avi")
     arrays = builder_checks.check_round_trip(
-        "nvgesture", raw, root / "prepared", num_frames=NUM_FRAMES,
-        counts={"train": 27, "test": 14}, labels={split: [c.label for c in clips] for split, clips in lines.items()})
+        "nvgesture",
+        raw,
+        root / "prepared",
+        num_frames=NUM_FRAMES,
+        counts={"train": 27, "test": 14},
+        labels={split: [c.label for c in clips] for split, clips in lines.items()},
+    )
     return lines, arrays, builder_checks.build("nvgesture", raw, root / "prepared", num_frames=NUM_FRAMES)
 
 
@@ -216,8 +239,10 @@ def test_real_lines_label_field_wins_over_the_folder(real):
 def test_flow_is_computed_from_the_color_video_where_none_is_precomputed(real):
     lines, arrays, builder = real
     method = flow.algorithm()
-    assert builders.preparation_notes(builder) == [f"train: 27 flow clips computed from sk_color.avi ({method})",
-                                                   f"test: 14 flow clips computed from sk_color.avi ({method})"]
+    assert builders.preparation_notes(builder) == [
+        f"train: 27 flow clips computed from sk_color.avi ({method})",
+        f"test: 14 flow clips computed from sk_color.avi ({method})",
+    ]
     assert builders.preparation_settings(builder) == {"flow": method}
     expected_x = 128 + SHIFT * 255 / (2 * flow.BOUND)  # 2 px a frame to the right: 140.75.
     for split, clips in lines.items():
@@ -256,7 +281,8 @@ def test_clips_without_flow_images_are_computed_beside_precomputed_ones(raw, tmp
     assert builders.preparation_notes(builder) == [
         "train: 2 flow clips read from sk_flow/ (precomputed)",
         f"train: 1 flow clips computed from sk_color.avi ({method})",
-        "test: 2 flow clips read from sk_flow/ (precomputed)"]
+        "test: 2 flow clips read from sk_flow/ (precomputed)",
+    ]
     assert builders.preparation_settings(builder) == {"flow": method}
     computed = builders.read_split(builder, "train", ("id", "flow"))
     still = computed["flow"][list(computed["id"]).index(clip_dir("train", 1, 25))]

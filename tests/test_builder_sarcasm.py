@@ -18,7 +18,11 @@ PUBLISHED = Path(__file__).parent / "data" / "sarcasm"
 DROPPED_TRAIN_LINES = (1, 2, 4, 9, 15, 21, 22, 26, 33, 34, 37, 40, 44, 45, 46, 47, 48, 49, 50, 53, 54, 56, 62, 69)
 
 # (split file, number of fields per line, labels)
-SPLITS = {"train": ("train.txt", 3, [0, 1, 1]), "validation": ("valid2.txt", 4, [1, 0]), "test": ("test2.txt", 4, [0, 1])}
+SPLITS = {
+    "train": ("train.txt", 3, [0, 1, 1]),
+    "validation": ("valid2.txt", 4, [1, 0]),
+    "test": ("test2.txt", 4, [0, 1]),
+}
 
 
 def write_sarcasm(root, rng=np.random.default_rng(0)):
@@ -44,9 +48,12 @@ def raw(tmp_path):
 
 def test_builds_every_split_and_reads_it_back(raw, tmp_path):
     arrays = builder_checks.check_round_trip(
-        "sarcasm", raw, tmp_path / "prepared",
+        "sarcasm",
+        raw,
+        tmp_path / "prepared",
         counts={split: len(labels) for split, (_, _, labels) in SPLITS.items()},
-        labels={split: labels for split, (_, _, labels) in SPLITS.items()})
+        labels={split: labels for split, (_, _, labels) in SPLITS.items()},
+    )
     train = arrays["train"]
     builder_checks.check_images(train["image"], 3)
     assert set(train["text"]) == {f"tweet {i} of train, isn't it <user>" for i in range(3)}
@@ -71,7 +78,9 @@ def test_missing_split_file_is_named(raw, tmp_path):
 
 def test_missing_image_is_named(raw, tmp_path):
     (raw / "dataset_image" / "validation0001.jpg").unlink()
-    builder_checks.check_layout_error("sarcasm", raw, tmp_path / "prepared", raw / "dataset_image" / "validation0001.jpg")
+    builder_checks.check_layout_error(
+        "sarcasm", raw, tmp_path / "prepared", raw / "dataset_image" / "validation0001.jpg"
+    )
 
 
 def test_corrupt_image_is_named(raw, tmp_path):
@@ -100,17 +109,21 @@ def write_published(root, rng=np.random.default_rng(0)):
     for filename in ("train.txt", "valid2.txt", "test2.txt"):
         for number, fields in enumerate(published_lines(filename), 1):
             if filename != "train.txt" or number not in DROPPED_TRAIN_LINES:
-                builder_checks.write_jpg(root / "dataset_image" / f"{fields[0]}.jpg",
-                                         rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+                builder_checks.write_jpg(
+                    root / "dataset_image" / f"{fields[0]}.jpg", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                )
     return root
 
 
 def test_published_lines_keep_the_posts_the_authors_keep(tmp_path):
     assert (PUBLISHED / "text" / "train.txt").read_bytes().count(b"\r\n") == 70  # The fixture is still CRLF.
     arrays = builder_checks.check_round_trip(
-        "sarcasm", write_published(tmp_path / "raw"), tmp_path / "prepared",
+        "sarcasm",
+        write_published(tmp_path / "raw"),
+        tmp_path / "prepared",
         counts={"train": 46, "validation": 32, "test": 36},
-        labels={"train": [0] * 8 + [1] * 38, "validation": [0] * 7 + [1] * 25, "test": [0] * 7 + [1] * 29})
+        labels={"train": [0] * 8 + [1] * 38, "validation": [0] * 7 + [1] * 25, "test": [0] * 7 + [1] * 29},
+    )
     builder_checks.check_images(arrays["train"]["image"], 46)
     train = published_lines("train.txt")
     kept = [fields for number, fields in enumerate(train, 1) if number not in DROPPED_TRAIN_LINES]
@@ -128,15 +141,22 @@ def test_published_lines_note_what_the_filter_dropped(tmp_path):
     builder = builder_checks.build("sarcasm", write_published(tmp_path / "raw"), tmp_path / "prepared")
     filter_ = "dropped by the authors' keyword filter (codes/loadData.py; their images are not published)"
     assert builders.preparation_notes(builder) == [
-        f"train: 24 of 70 posts in train.txt {filter_}", f"validation: 0 of 32 posts in valid2.txt {filter_}",
-        f"test: 0 of 36 posts in test2.txt {filter_}"]
+        f"train: 24 of 70 posts in train.txt {filter_}",
+        f"validation: 0 of 32 posts in valid2.txt {filter_}",
+        f"test: 0 of 36 posts in test2.txt {filter_}",
+    ]
     reread = builder_checks.build("sarcasm", tmp_path / "raw", tmp_path / "prepared")  # Stored with the dataset.
     assert builders.preparation_notes(reread) == builders.preparation_notes(builder)
 
 
-@pytest.mark.parametrize("line,problem", [("['1', 'text', 0, 1]", "list literal"),
-                                          ("['1', 'a joke', 5]", "unknown label"),  # Dropped, yet checked.
-                                          ("['854387227362807810', 'again', 1]", "already on line 36")])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("['1', 'text', 0, 1]", "list literal"),
+        ("['1', 'a joke', 5]", "unknown label"),  # Dropped, yet checked.
+        ("['854387227362807810', 'again', 1]", "already on line 36"),
+    ],
+)
 def test_bad_published_line_is_named_with_its_number(tmp_path, line, problem):
     raw = write_published(tmp_path / "raw")
     builder_checks.check_bad_line("sarcasm", raw, tmp_path / "prepared", raw / "text" / "train.txt", line, problem)

@@ -26,8 +26,9 @@ def write_twitter2015(root, rng=np.random.default_rng(0)):
         lines = [HEADER]
         for i, label in enumerate(labels, 1):
             image_id = f"{split}{max(i - 1, 1)}.jpg"
-            builder_checks.write_jpg(root / "twitter2015_images" / image_id,
-                                     rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+            builder_checks.write_jpg(
+                root / "twitter2015_images" / image_id, rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            )
             lines.append(row(i, label, image_id, f"RT @ {split} : $T$ , tweet {i} !", f"Target {i}"))
         (root / filename).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
@@ -40,9 +41,12 @@ def raw(tmp_path):
 
 def test_builds_every_split_and_reads_it_back(raw, tmp_path):
     arrays = builder_checks.check_round_trip(
-        "twitter2015", raw, tmp_path / "prepared",
+        "twitter2015",
+        raw,
+        tmp_path / "prepared",
         counts={split: len(labels) for split, (_, labels) in SPLITS.items()},
-        labels={split: labels for split, (_, labels) in SPLITS.items()})
+        labels={split: labels for split, (_, labels) in SPLITS.items()},
+    )
     train = arrays["train"]
     builder_checks.check_images(train["image"], 3)
     order = np.argsort(train["id"])
@@ -66,11 +70,16 @@ def test_missing_header_is_named(raw, tmp_path):
     builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared", f"{path}:1: expected a header line")
 
 
-@pytest.mark.parametrize("bad_row,problem", [("4\t1\ttrain1.jpg\ta $T$ without its target", "expected 5 tab-separated"),
-                                             (row(4, 3, "train1.jpg", "$T$ has label 3", "x"), "unknown label"),
-                                             (row("four", 1, "train1.jpg", "$T$ !", "x"), "expected an integer index"),
-                                             (row(4, 1, "train1", "$T$ !", "x"), "expected an image file name"),
-                                             (row(4, 1, "train1.jpg", "no target", "x"), "expected a tweet with $T$")])
+@pytest.mark.parametrize(
+    "bad_row,problem",
+    [
+        ("4\t1\ttrain1.jpg\ta $T$ without its target", "expected 5 tab-separated"),
+        (row(4, 3, "train1.jpg", "$T$ has label 3", "x"), "unknown label"),
+        (row("four", 1, "train1.jpg", "$T$ !", "x"), "expected an integer index"),
+        (row(4, 1, "train1", "$T$ !", "x"), "expected an image file name"),
+        (row(4, 1, "train1.jpg", "no target", "x"), "expected a tweet with $T$"),
+    ],
+)
 def test_bad_row_is_named_with_its_line(raw, tmp_path, bad_row, problem):
     path = raw / "train.tsv"
     path.write_text(path.read_text() + bad_row + "\n")
@@ -79,14 +88,16 @@ def test_bad_row_is_named_with_its_line(raw, tmp_path, bad_row, problem):
 
 def test_missing_image_is_named(raw, tmp_path):
     (raw / "twitter2015_images" / "validation1.jpg").unlink()
-    builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared",
-                                      raw / "twitter2015_images" / "validation1.jpg")
+    builder_checks.check_layout_error(
+        "twitter2015", raw, tmp_path / "prepared", raw / "twitter2015_images" / "validation1.jpg"
+    )
 
 
 def test_corrupt_image_is_named(raw, tmp_path):
     builder_checks.corrupt(raw / "twitter2015_images" / "test1.jpg")
-    builder_checks.check_layout_error("twitter2015", raw, tmp_path / "prepared",
-                                      raw / "twitter2015_images" / "test1.jpg")
+    builder_checks.check_layout_error(
+        "twitter2015", raw, tmp_path / "prepared", raw / "twitter2015_images" / "test1.jpg"
+    )
 
 
 def write_published(root, text_dir, rng=np.random.default_rng(0)):
@@ -106,9 +117,16 @@ def test_published_rows_are_read_in_both_layouts(tmp_path, layout):
     raw = tmp_path / "raw"
     write_published(raw, raw / "twitter2015" if layout == "archive" else raw)
     arrays = builder_checks.check_round_trip(
-        "twitter2015", raw, tmp_path / "prepared", counts={"train": 30, "validation": 15, "test": 15},
-        labels={"train": [0] * 3 + [1] * 16 + [2] * 11, "validation": [0] * 3 + [1] * 9 + [2] * 3,
-                "test": [0] + [1] * 11 + [2] * 3})
+        "twitter2015",
+        raw,
+        tmp_path / "prepared",
+        counts={"train": 30, "validation": 15, "test": 15},
+        labels={
+            "train": [0] * 3 + [1] * 16 + [2] * 11,
+            "validation": [0] * 3 + [1] * 9 + [2] * 3,
+            "test": [0] + [1] * 11 + [2] * 3,
+        },
+    )
     builder_checks.check_images(arrays["train"]["image"], 30)
     # test.tsv's header names 4 columns over 5; its rows are read as the others'.
     assert (PUBLISHED / "test.tsv").read_text().split("\n")[0] == "index\t#1 ImageID\t#2 String\t#2 String"

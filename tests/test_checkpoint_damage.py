@@ -10,16 +10,20 @@ import pytest
 
 from experiments import configs
 from mie_jax.train import make_config
-from mie_jax.train.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, RunCheckpointer,
-                                      config_to_json)
+from mie_jax.train.checkpoint import CheckpointDamagedError, CheckpointMismatchError, RunCheckpointer, config_to_json
 
 CONFIG = make_config(configs.get_config("mfeat"), [])
 
 
 def tree(k, width=20000):
-    return {"state": {"w": jnp.arange(width, dtype=jnp.float32) * k, "b": jnp.ones((3, 4)) * k,
-                      "count": jnp.asarray(k, jnp.int32)},
-            "best": {"score": jnp.asarray(-np.inf), "phase": jnp.asarray(-1)}}
+    return {
+        "state": {
+            "w": jnp.arange(width, dtype=jnp.float32) * k,
+            "b": jnp.ones((3, 4)) * k,
+            "count": jnp.asarray(k, jnp.int32),
+        },
+        "best": {"score": jnp.asarray(-np.inf), "phase": jnp.asarray(-1)},
+    }
 
 
 def meta(k, config=CONFIG):
@@ -105,9 +109,18 @@ def test_an_empty_directory_restores_nothing(tmp_path):
     assert restore(tmp_path) == (None, [])
 
 
-@pytest.mark.parametrize("damage", [garbage_in_metadata, deleted_state, truncated_data_file,
-                                    four_bytes_overwritten, garbage_in_array_metadata,
-                                    history_changed_in_metadata, config_changed_in_metadata])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        garbage_in_metadata,
+        deleted_state,
+        truncated_data_file,
+        four_bytes_overwritten,
+        garbage_in_array_metadata,
+        history_changed_in_metadata,
+        config_changed_in_metadata,
+    ],
+)
 def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_restored(saved, damage):
     damage(str(saved / "checkpoints" / "7"))
     (step, restored, stored), warnings = restore(saved)

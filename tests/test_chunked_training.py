@@ -1,4 +1,4 @@
-"""Phases run in chunks over host columns: results do not depend on the chunk, the evaluation batch or where a run stopped."""
+"""Phases run in chunks over host columns: results depend on neither the chunk, the evaluation batch nor a stop."""
 
 import dataclasses
 import io
@@ -38,8 +38,9 @@ def test_batched_evaluation_equals_one_batch_of_everything():
     method = build_method(config, dataset())
     variables = method.variables(method.init())
     split = dataset().splits["test"]
-    one_call = evaluate(build_method(dataclasses.replace(config, eval_batch_size=len(split.labels)), dataset()),
-                        variables, split)
+    one_call = evaluate(
+        build_method(dataclasses.replace(config, eval_batch_size=len(split.labels)), dataset()), variables, split
+    )
     batched = evaluate(build_method(dataclasses.replace(config, eval_batch_size=7), dataset()), variables, split)
     for name in one_call:
         assert batched[name] == pytest.approx(one_call[name], rel=1e-5), name
@@ -74,8 +75,10 @@ class CountingColumn:
 
 def test_training_and_evaluation_read_the_split_in_chunks_never_whole():
     data = dataset(("fac", "mor"))
-    counted = {split: Split({m: CountingColumn(np.asarray(c)) for m, c in s.inputs.items()}, s.labels)
-               for split, s in data.splits.items()}
+    counted = {
+        split: Split({m: CountingColumn(np.asarray(c)) for m, c in s.inputs.items()}, s.labels)
+        for split, s in data.splits.items()
+    }
     config = small_config("mie", modalities=("fac", "mor"), chunk_steps=4, eval_batch_size=50)
     results = train(config, data._replace(splits=counted))
     assert results["finished"]
@@ -84,12 +87,15 @@ def test_training_and_evaluation_read_the_split_in_chunks_never_whole():
     assert largest["validation"] <= config.eval_batch_size and largest["test"] <= config.eval_batch_size
 
 
-@pytest.mark.parametrize("method, values", [
-    ("mie", {"variant": "reference"}),  # Stages restart from the best weights with a fresh optimizer.
-    ("mie", {"covariance": "online"}),  # The phase's own covariance sum is part of what a checkpoint keeps.
-    ("ogm_ge", {}),
-    ("mla", {}),
-])
+@pytest.mark.parametrize(
+    "method, values",
+    [
+        ("mie", {"variant": "reference"}),  # Stages restart from the best weights with a fresh optimizer.
+        ("mie", {"covariance": "online"}),  # The phase's own covariance sum is part of what a checkpoint keeps.
+        ("ogm_ge", {}),
+        ("mla", {}),
+    ],
+)
 def test_stopping_inside_a_phase_and_resuming_gives_the_uninterrupted_run(tmp_path, method, values):
     config = small_config(method, outer_iterations=2, phase_epochs=1, chunk_steps=5, **values)
     whole = train(config, dataset())

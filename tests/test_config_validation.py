@@ -39,8 +39,9 @@ def test_a_bad_value_is_refused_naming_the_parameter(override, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("dataset", ["mfeat", "emoji", "cremad", "kinetics_sounds", "twitter2015", "sarcasm",
-                                     "nvgesture"])
+@pytest.mark.parametrize(
+    "dataset", ["mfeat", "emoji", "cremad", "kinetics_sounds", "twitter2015", "sarcasm", "nvgesture"]
+)
 def test_every_shipped_config_is_valid_for_every_method_and_variant(dataset):
     for method in METHODS:
         for variant in VARIANTS:
@@ -48,18 +49,23 @@ def test_every_shipped_config_is_valid_for_every_method_and_variant(dataset):
 
 
 def test_edges_of_the_ranges_are_accepted():
-    config = make_config(configs.get_config("mfeat"), ["rho=0", "mixup_alpha=0", "momentum=0", "sam_mix=1",
-                                                       "lr_decay=1", "skip_nonfinite_steps=0", "seed=0"])
+    config = make_config(
+        configs.get_config("mfeat"),
+        ["rho=0", "mixup_alpha=0", "momentum=0", "sam_mix=1", "lr_decay=1", "skip_nonfinite_steps=0", "seed=0"],
+    )
     assert config.rho == 0 and config.sam_mix == 1
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--set", "tau=0"], "error: tau must be a finite number in (0, inf)"),
-    (["--set", "learning_rate=nan"], "error: learning_rate must be a finite number"),
-    (["--seed", "-1"], "error: seed must be >= 0 (--seed or --set seed=), got -1."),
-    (["--set", "phase_schedule=a"], "error: phase_schedule must list whole numbers of epochs"),
-    (["--set", "encoder=fac=mlp,mor=cnn"], "error: encoder must name encoders from"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--set", "tau=0"], "error: tau must be a finite number in (0, inf)"),
+        (["--set", "learning_rate=nan"], "error: learning_rate must be a finite number"),
+        (["--seed", "-1"], "error: seed must be >= 0 (--seed or --set seed=), got -1."),
+        (["--set", "phase_schedule=a"], "error: phase_schedule must list whole numbers of epochs"),
+        (["--set", "encoder=fac=mlp,mor=cnn"], "error: encoder must name encoders from"),
+    ],
+)
 def test_the_cli_refuses_before_writing_anything(tmp_path, capsys, argv, message):
     workdir = tmp_path / "run"
     assert run.main(["--workdir", str(workdir), *argv]) == 2

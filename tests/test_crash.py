@@ -18,8 +18,13 @@ FLAGS = [arg for value in OVERRIDES for arg in ("--set", value)]
 
 
 def run_module(workdir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "experiments.run", "--workdir", str(workdir), *FLAGS, *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "--workdir", str(workdir), *FLAGS, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def completed_steps(workdir):

@@ -15,15 +15,28 @@ from mie_jax.train import make_config, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # mfeat's 1200 training rows in batches of 100: 12 steps a phase, phases end at steps 12, 24 and 36.
 # Chunks of 2 steps, a checkpoint every 4: checkpoints inside phases at 4, 8, 16, 20, 28, 32.
-OVERRIDES = ["outer_iterations=3", "phase_epochs=1", "dim=16", "encoder_hidden=32", "batch_size=100",
-             "chunk_steps=2", "checkpoint_every_steps=4", "modalities=fac,mor"]
+OVERRIDES = [
+    "outer_iterations=3",
+    "phase_epochs=1",
+    "dim=16",
+    "encoder_hidden=32",
+    "batch_size=100",
+    "chunk_steps=2",
+    "checkpoint_every_steps=4",
+    "modalities=fac,mor",
+]
 STEPS_PER_PHASE = 12
 
 
 def run_module(workdir, *extra):
     flags = [arg for value in OVERRIDES for arg in ("--set", value)]
-    return subprocess.Popen([sys.executable, "-m", "experiments.run", "--workdir", str(workdir), "--quiet", *flags,
-                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "--workdir", str(workdir), "--quiet", *flags, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def checkpoint_steps(workdir):

@@ -38,10 +38,8 @@ BODY = [
     ("# subgroup: face-smiling", None),
     (_line("1F600", "fully-qualified", "1.0", "grinning face"), "grinning face"),
     (_line("1F603", "fully-qualified", "0.6", "grinning face with big eyes"), "grinning face with big eyes"),
-    (_line("1F604", "fully-qualified", "0.6", "grinning face with smiling eyes"),
-     "grinning face with smiling eyes"),
-    (_line("1F601", "fully-qualified", "0.6", "beaming face with smiling eyes"),
-     "beaming face with smiling eyes"),
+    (_line("1F604", "fully-qualified", "0.6", "grinning face with smiling eyes"), "grinning face with smiling eyes"),
+    (_line("1F601", "fully-qualified", "0.6", "beaming face with smiling eyes"), "beaming face with smiling eyes"),
     (_line("263A FE0F", "fully-qualified", "0.6", "smiling face"), "smiling face"),
     (_line("263A", "unqualified", "0.6", "smiling face"), None),
     ("", None),
@@ -56,8 +54,10 @@ BODY = [
     (_line("1F9D4 200D 2642 FE0F", "fully-qualified", "13.1", "man: beard"), "man: beard"),
     (_line("1F9D4 200D 2642", "minimally-qualified", "13.1", "man: beard"), None),
     (_line("1F46A", "fully-qualified", "0.6", "family"), "family"),
-    (_line("1F468 200D 1F469 200D 1F466", "fully-qualified", "2.0", "family: man, woman, boy"),
-     "family: man, woman, boy"),
+    (
+        _line("1F468 200D 1F469 200D 1F466", "fully-qualified", "2.0", "family: man, woman, boy"),
+        "family: man, woman, boy",
+    ),
     ("", None),
     ("# group: Component", None),
     (_line("1F3FB", "component", "1.0", "light skin tone"), None),
@@ -78,8 +78,7 @@ BODY = [
     (_line("1F3F3 FE0F 200D 1F308", "fully-qualified", "4.0", "rainbow flag"), "rainbow flag"),
     (_line("1F1E9 1F1EA", "fully-qualified", "0.6", "flag: Germany"), "Germany"),
     (_line("1F1EF 1F1F5", "fully-qualified", "0.6", "flag: Japan"), "Japan"),
-    (_line("1F3F4 E0067 E0062 E0065 E006E E0067 E007F", "fully-qualified", "5.0", "flag: England"),
-     "England"),
+    (_line("1F3F4 E0067 E0062 E0065 E006E E0067 E007F", "fully-qualified", "5.0", "flag: England"), "England"),
     ("", None),
     ("#EOF", None),
 ]
@@ -118,9 +117,11 @@ def emoji_test(tmp_path):
 @pytest.fixture
 def prepare(tmp_path, emoji_test, font_path):
     """prepare_emoji on the fixture with the test font; keyword arguments override."""
+
     def run(output_dir=tmp_path / "data", **kwargs):
         options = dict(emoji_test_path=emoji_test, font_path=font_path, font_size=24, image_size=SIZE)
         return prepare_emoji(output_dir, **{**options, **kwargs})
+
     return run
 
 
@@ -135,16 +136,26 @@ def test_line_helper_matches_the_real_format():
 
 
 def test_groups():
-    assert GROUPS == ("Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink",
-                      "Travel & Places", "Activities", "Objects", "Symbols", "Flags")
+    assert GROUPS == (
+        "Smileys & Emotion",
+        "People & Body",
+        "Animals & Nature",
+        "Food & Drink",
+        "Travel & Places",
+        "Activities",
+        "Objects",
+        "Symbols",
+        "Flags",
+    )
 
 
 def test_prepare_writes_the_kept_emoji(prepare, tmp_path):
     path = prepare()
     assert path == tmp_path / "data" / "emoji.npz"
     arrays = _read(path)
-    assert sorted(arrays) == sorted(["images", "names", "labels", "codepoints", "groups",
-                                     "train_indices", "validation_indices", "test_indices"])
+    assert sorted(arrays) == sorted(
+        ["images", "names", "labels", "codepoints", "groups", "train_indices", "validation_indices", "test_indices"]
+    )
     # Fully-qualified only, no skin tones, no Component, in file order.
     assert arrays["names"].tolist() == NAMES
     assert arrays["codepoints"].tolist() == CODEPOINTS
@@ -185,6 +196,7 @@ def test_split_is_deterministic_per_seed(prepare, tmp_path):
     def split(seed, name):
         arrays = _read(prepare(tmp_path / name, seed=seed))
         return [arrays[f"{part}_indices"].tolist() for part in ("train", "validation", "test")]
+
     assert split(3, "a") == split(3, "b")
     assert split(3, "a") != split(4, "c")
 
@@ -207,8 +219,7 @@ def test_load_emoji(prepare, split):
 
 def test_default_split_is_train(prepare):
     path = prepare()
-    np.testing.assert_array_equal(load_emoji(path.parent)["label"],
-                                  LABELS[_read(path)["train_indices"]])
+    np.testing.assert_array_equal(load_emoji(path.parent)["label"], LABELS[_read(path)["train_indices"]])
 
 
 def test_rebuild_replaces_the_file(prepare):
@@ -253,16 +264,20 @@ def test_failed_first_build_leaves_nothing(prepare, monkeypatch, tmp_path):
 
 def test_missing_emoji_test(prepare, tmp_path):
     path = tmp_path / "absent.txt"
-    message = (f"emoji-test.txt {str(path)!r} does not exist; the Debian package unicode-data provides it "
-               f"(apt-get install unicode-data fonts-noto-color-emoji).")
+    message = (
+        f"emoji-test.txt {str(path)!r} does not exist; the Debian package unicode-data provides it "
+        f"(apt-get install unicode-data fonts-noto-color-emoji)."
+    )
     with pytest.raises(FileNotFoundError, match=re.escape(message)):
         prepare(emoji_test_path=path)
 
 
 def test_missing_font(prepare, tmp_path):
     path = tmp_path / "absent.ttf"
-    message = (f"font {str(path)!r} does not exist; the Debian package fonts-noto-color-emoji provides "
-               f"Noto Color Emoji (apt-get install unicode-data fonts-noto-color-emoji).")
+    message = (
+        f"font {str(path)!r} does not exist; the Debian package fonts-noto-color-emoji provides "
+        f"Noto Color Emoji (apt-get install unicode-data fonts-noto-color-emoji)."
+    )
     with pytest.raises(FileNotFoundError, match=re.escape(message)):
         prepare(font_path=path)
 
@@ -275,16 +290,26 @@ def test_unloadable_font(prepare, tmp_path):
         prepare(font_path=path)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("1F600 ; fully-qualified", "expected 'code points ; status # emoji E<version> name', got "
-                                "'1F600 ; fully-qualified'."),
-    (_line("1F600", "qualified", "1.0", "grinning face"), "expected 'code points ; status"),
-    (_line("1F600", "fully-qualified", "1.0", "grinning face").replace("1F600", "1F60G"),
-     "expected 'code points ; status"),
-    (_line("1F600", "fully-qualified", "1.0", "grinning face").replace("😀", "😃"),
-     "expected the emoji of code points 1F600, got '😃'."),
-    ("# group: Emoticons", "expected a group in ['Smileys & Emotion', "),
-], ids=["no comment", "bad status", "bad code point", "wrong emoji", "unknown group"])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "1F600 ; fully-qualified",
+            "expected 'code points ; status # emoji E<version> name', got '1F600 ; fully-qualified'.",
+        ),
+        (_line("1F600", "qualified", "1.0", "grinning face"), "expected 'code points ; status"),
+        (
+            _line("1F600", "fully-qualified", "1.0", "grinning face").replace("1F600", "1F60G"),
+            "expected 'code points ; status",
+        ),
+        (
+            _line("1F600", "fully-qualified", "1.0", "grinning face").replace("😀", "😃"),
+            "expected the emoji of code points 1F600, got '😃'.",
+        ),
+        ("# group: Emoticons", "expected a group in ['Smileys & Emotion', "),
+    ],
+    ids=["no comment", "bad status", "bad code point", "wrong emoji", "unknown group"],
+)
 def test_malformed_line(prepare, tmp_path, line, message):
     path = _write(tmp_path / "bad.txt", LINES[:6] + [line] + LINES[6:])
     with pytest.raises(ValueError, match=re.escape(f"{path}:7: {message}")):
@@ -305,8 +330,9 @@ def test_emoji_test_without_a_version_is_read(prepare, tmp_path):
 
 
 def test_emoji_test_without_usable_emoji(prepare, tmp_path):
-    path = _write(tmp_path / "components.txt", ["# group: Component",
-                                                _line("1F3FB", "component", "1.0", "light skin tone")])
+    path = _write(
+        tmp_path / "components.txt", ["# group: Component", _line("1F3FB", "component", "1.0", "light skin tone")]
+    )
     message = f"emoji-test.txt {str(path)!r} holds no fully-qualified emoji outside the 'Component' group."
     with pytest.raises(ValueError, match=re.escape(message)):
         prepare(emoji_test_path=path)
@@ -319,8 +345,9 @@ def test_emoji_test_not_utf8(prepare, tmp_path):
         prepare(emoji_test_path=path)
 
 
-@pytest.mark.parametrize("argument, value", [
-    ("image_size", 0), ("image_size", 32.0), ("font_size", True), ("font_size", -109)])
+@pytest.mark.parametrize(
+    "argument, value", [("image_size", 0), ("image_size", 32.0), ("font_size", True), ("font_size", -109)]
+)
 def test_bad_sizes(prepare, argument, value):
     with pytest.raises(ValueError, match=re.escape(f"{argument} must be a positive integer, got {value!r}.")):
         prepare(**{argument: value})
@@ -347,21 +374,24 @@ def test_corrupt_npz(prepare, tmp_path, contents):
         np.save(tmp_path / "one.npy", np.zeros(3))
         data = (tmp_path / "one.npy").read_bytes()
     else:
-        data = {"text": b"not an npz archive\n", "empty": b"",
-                "truncated": path.read_bytes()[:2000]}[contents]
+        data = {"text": b"not an npz archive\n", "empty": b"", "truncated": path.read_bytes()[:2000]}[contents]
     path.write_bytes(data)
     with pytest.raises(ValueError, match=re.escape(f"path {str(path)!r} is not a valid emoji npz file: ")):
         load_emoji(path.parent)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.pop("test_indices"), "it lacks the arrays ['test_indices']"),
-    (lambda a: a.update(images=a["images"].astype(np.float32)), "'images' must be uint8 [n, S, S, 3]"),
-    (lambda a: a.update(names=a["names"][:-1]), f"'names' must have shape ({len(NAMES)},)"),
-    (lambda a: a.update(groups=a["groups"][::-1]), "'groups' must be ['Smileys & Emotion', "),
-    (lambda a: a.update(labels=a["labels"] + 5), "'labels' must be int32 in [0, 9)"),
-    (lambda a: a.update(train_indices=a["train_indices"] + 100), "'train_indices' must be row indices"),
-], ids=["missing array", "image dtype", "short names", "group order", "label range", "index range"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.pop("test_indices"), "it lacks the arrays ['test_indices']"),
+        (lambda a: a.update(images=a["images"].astype(np.float32)), "'images' must be uint8 [n, S, S, 3]"),
+        (lambda a: a.update(names=a["names"][:-1]), f"'names' must have shape ({len(NAMES)},)"),
+        (lambda a: a.update(groups=a["groups"][::-1]), "'groups' must be ['Smileys & Emotion', "),
+        (lambda a: a.update(labels=a["labels"] + 5), "'labels' must be int32 in [0, 9)"),
+        (lambda a: a.update(train_indices=a["train_indices"] + 100), "'train_indices' must be row indices"),
+    ],
+    ids=["missing array", "image dtype", "short names", "group order", "label range", "index range"],
+)
 def test_inconsistent_npz(prepare, change, message):
     path = prepare()
     arrays = _read(path)
@@ -371,9 +401,10 @@ def test_inconsistent_npz(prepare, change, message):
         load_emoji(path.parent)
 
 
-@pytest.mark.skipif(not all(path.is_file() for path in REAL_FILES),
-                    reason=f"needs {' and '.join(map(str, REAL_FILES))} "
-                           f"(apt-get install unicode-data fonts-noto-color-emoji)")
+@pytest.mark.skipif(
+    not all(path.is_file() for path in REAL_FILES),
+    reason=f"needs {' and '.join(map(str, REAL_FILES))} (apt-get install unicode-data fonts-noto-color-emoji)",
+)
 def test_real_debian_files(tmp_path):
     path = prepare_emoji(tmp_path)
     arrays = _read(path)

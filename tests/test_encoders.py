@@ -16,10 +16,13 @@ def test_one_name_serves_every_modality_or_one_per_modality():
     assert encoders.encoder_names(config, ("image", "text")) == {"image": "resnet18", "text": "bert"}
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("image=resnet18", r"names no encoder for modalities \['text'\]"),
-    ("image=vgg,text=bert", r"encoder must name encoders from .*got 'vgg'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("image=resnet18", r"names no encoder for modalities \['text'\]"),
+        ("image=vgg,text=bert", r"encoder must name encoders from .*got 'vgg'"),
+    ],
+)
 def test_bad_encoder_specs_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
         encoders.encoder_names(make_config({"encoder": spec}), ("image", "text"))
@@ -32,9 +35,12 @@ def test_input_rank_must_fit_the_encoder():
 
 def test_every_encoder_projects_to_dim():
     config = make_config({"dim": 8, "resnet_width": 4})
-    cases = {"mlp": (np.ones((2, 5), np.float32),), "resnet18": (np.ones((2, 16, 16, 1), np.float32),),
-             "frames_resnet18": (np.ones((2, 3, 16, 16, 3), np.float32),),
-             "bert": (np.array([[101, 2023, 102, 0], [101, 102, 0, 0]], np.int32),)}
+    cases = {
+        "mlp": (np.ones((2, 5), np.float32),),
+        "resnet18": (np.ones((2, 16, 16, 1), np.float32),),
+        "frames_resnet18": (np.ones((2, 3, 16, 16, 3), np.float32),),
+        "bert": (np.array([[101, 2023, 102, 0], [101, 102, 0, 0]], np.int32),),
+    }
     for name, (x,) in cases.items():
         model = encoders.build_encoder(config, name, x.shape[1:], nnx.Rngs(0))
         graphdef, params, state = steps.split_model(model)
@@ -59,9 +65,20 @@ def test_image_and_text_train_with_resnet_and_bert():
     ids[:, 0], ids[:, 1], ids[:, 2] = 101, words[labels], 102
     split = Split({"image": images, "text": ids}, labels)
     dataset = MultimodalDataset("toy", ("image", "text"), 3, {"train": split, "validation": split, "test": split})
-    config = make_config({"modalities": ("image", "text"), "encoder": "image=resnet18,text=bert",
-                          "resnet_width": 4, "dim": 16, "outer_iterations": 1, "phase_epochs": 2,
-                          "batch_size": 16, "optimizer": "adam", "learning_rate": 1e-3, "mixup_alpha": 1.0})
+    config = make_config(
+        {
+            "modalities": ("image", "text"),
+            "encoder": "image=resnet18,text=bert",
+            "resnet_width": 4,
+            "dim": 16,
+            "outer_iterations": 1,
+            "phase_epochs": 2,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "mixup_alpha": 1.0,
+        }
+    )
     results = train(config, dataset)
     assert results["test"]["text"]["accuracy"] > 0.9
     assert all(np.isfinite(r["loss"]) for r in results["history"])
@@ -80,17 +97,20 @@ def test_i3d_takes_clips_and_projects_to_dim():
 
 
 def test_imagenet_normalisation_standardises_the_scaled_pixels_of_the_named_modality():
-    config = make_config({"modalities": ("visual", "audio"), "imagenet_normalize": ("visual",), "dim": 8,
-                          "resnet_width": 4})
+    config = make_config(
+        {"modalities": ("visual", "audio"), "imagenet_normalize": ("visual",), "dim": 8, "resnet_width": 4}
+    )
     pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     normalized = encoders.build_encoder(config, "resnet18", pixels.shape[1:], nnx.Rngs(0), "visual")
     plain = encoders.build_encoder(config, "resnet18", pixels.shape[1:], nnx.Rngs(0), "audio")
     standardised = (pixels / 255.0 - np.array(encoders.IMAGENET_MEAN)) / np.array(encoders.IMAGENET_STD)
-    np.testing.assert_allclose(normalized(jnp.asarray(pixels)), plain(jnp.asarray(standardised, jnp.float32)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        normalized(jnp.asarray(pixels)), plain(jnp.asarray(standardised, jnp.float32)), rtol=1e-5, atol=1e-5
+    )
     # Floats in [0, 1] (mixed-up batches) are standardised the same way.
-    np.testing.assert_allclose(normalized(jnp.asarray(pixels / 255.0, jnp.float32)), normalized(jnp.asarray(pixels)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        normalized(jnp.asarray(pixels / 255.0, jnp.float32)), normalized(jnp.asarray(pixels)), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name, shape", [("resnet18", (257, 188, 1)), ("bert", (6,))])

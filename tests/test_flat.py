@@ -31,7 +31,6 @@ def spectra():
 
 
 class UpdateCovarianceTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_accumulates_batch_mean_outer_products(self):
         _, batches = random_covariance(0, 5, rank=3)
@@ -45,7 +44,8 @@ class UpdateCovarianceTest(chex.TestCase):
     def test_second_moment_option(self):
         z = np.random.default_rng(1).normal(size=(6, 4))
         out = self.variant(lambda c, f: mie_jax.update_covariance(c, f, statistic="second_moment"))(
-            jnp.eye(4), jnp.asarray(z, jnp.float32))
+            jnp.eye(4), jnp.asarray(z, jnp.float32)
+        )
         np.testing.assert_allclose(out, np.eye(4) + z.T @ z / 6, rtol=1e-5, atol=1e-6)
 
     def test_one_batch_adds_a_rank_one_term(self):
@@ -68,7 +68,6 @@ class UpdateCovarianceTest(chex.TestCase):
 
 
 class FlatTransformTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters((4, 4), (8, 3), (16, 16))
     def test_matches_float64_svd_reference(self, d, rank):
@@ -93,8 +92,9 @@ class FlatTransformTest(chex.TestCase):
         seed, d = spectrum
         cov, _ = random_covariance(seed, d)
         transform = self.variant(mie_jax.flat_transform)
-        np.testing.assert_allclose(transform(jnp.asarray(cov), TAU),
-                                   transform(jnp.asarray(cov * np.float32(scale)), TAU), atol=1e-4)
+        np.testing.assert_allclose(
+            transform(jnp.asarray(cov), TAU), transform(jnp.asarray(cov * np.float32(scale)), TAU), atol=1e-4
+        )
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_eigenvectors_are_the_covariances(self):
@@ -111,8 +111,10 @@ class FlatTransformTest(chex.TestCase):
     @parameterized.parameters(
         ("isotropic", lambda d: 3.0 * np.eye(d)),
         ("zero", lambda d: np.zeros((d, d))),
-        ("rotated_isotropic", lambda d: (lambda q: 2.5 * q @ q.T)(
-            np.linalg.qr(np.random.default_rng(4).normal(size=(d, d)))[0])),
+        (
+            "rotated_isotropic",
+            lambda d: (lambda q: 2.5 * q @ q.T)(np.linalg.qr(np.random.default_rng(4).normal(size=(d, d)))[0]),
+        ),
     )
     def test_flat_spectrum_gives_identity(self, name, make):
         del name
@@ -150,7 +152,6 @@ class FlatTransformTest(chex.TestCase):
 
 
 class FlatTransformsTest(chex.TestCase):
-
     def test_maps_each_leaf_and_keeps_none(self):
         cov, _ = random_covariance(6, 4)
         tree = {"dense_0": {"kernel": jnp.asarray(cov), "bias": None}}
@@ -165,12 +166,15 @@ class FlatTransformsTest(chex.TestCase):
 
 def kernel_tree():
     rng = np.random.default_rng(7)
-    return {"dense_0": {"kernel": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-                        "bias": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}}
+    return {
+        "dense_0": {
+            "kernel": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+        }
+    }
 
 
 class FlatProjectionTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_identity_transform_is_the_identity(self):
         grads = kernel_tree()
@@ -200,8 +204,13 @@ class FlatProjectionTest(chex.TestCase):
     def test_size_mismatch_names_the_leaf_and_shapes(self):
         tx = mie_jax.flat_projection()
         transforms = {"dense_0": {"kernel": jnp.eye(5), "bias": None}}
-        with pytest.raises(ValueError, match=(r"flat_projection: matrix at \['dense_0'\]\['kernel'\] must be "
-                                              r"\(4, 4\).*kernel \(4, 3\).*got \(5, 5\)")):
+        with pytest.raises(
+            ValueError,
+            match=(
+                r"flat_projection: matrix at \['dense_0'\]\['kernel'\] must be "
+                r"\(4, 4\).*kernel \(4, 3\).*got \(5, 5\)"
+            ),
+        ):
             tx.update(kernel_tree(), optax.EmptyState(), transforms=transforms)
 
     def test_non_2d_update_names_the_leaf(self):

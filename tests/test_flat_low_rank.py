@@ -23,7 +23,8 @@ def relu_covariance(seed, d, batches):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(8, d))
     return references.covariance(
-        [np.maximum(rng.normal(loc=rng.normal(size=8), size=(12, 8)) @ w + 0.5, 0.0) for _ in range(batches)])
+        [np.maximum(rng.normal(loc=rng.normal(size=8), size=(12, 8)) @ w + 0.5, 0.0) for _ in range(batches)]
+    )
 
 
 def reference_low_rank(cov, tau, rank, tol=0.0):
@@ -52,7 +53,6 @@ pytestmark_float64 = pytest.mark.usefixtures("float64")
 
 @pytestmark_float64
 class LowRankTransformTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters((16, 6, 2), (16, 6, 5), (32, 40, 4), (32, 40, 20), (8, 3, 7))
     def test_equals_dense_t_within_its_bound_float64(self, d, batches, rank):
@@ -63,15 +63,20 @@ class LowRankTransformTest(chex.TestCase):
         # T - T_r is -sum over the dropped modes of (1 - sigma) v v^T: its norm is the bound, exactly.
         np.testing.assert_allclose(out.bound, bound, rtol=1e-9, atol=1e-13)
         np.testing.assert_allclose(out.bound, damping[rank] if rank < d else 0.0, rtol=1e-9, atol=1e-13)
-        np.testing.assert_allclose(spectral_norm(references.flat_transform(cov, TAU) - out.dense()), bound,
-                                   rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(
+            spectral_norm(references.flat_transform(cov, TAU) - out.dense()), bound, rtol=1e-7, atol=1e-12
+        )
         np.testing.assert_allclose(out.dense(), t_r, atol=1e-10)
         np.testing.assert_allclose(out.damping, damping[:rank], atol=1e-12)
 
     @chex.variants(with_jit=True, without_jit=True)
     @hypothesis.settings(max_examples=12)  # Each (d, rank) compiles anew under jit.
-    @hypothesis.given(seed=hypothesis.strategies.integers(0, 2**31 - 1), d=hypothesis.strategies.integers(2, 12),
-                      batches=hypothesis.strategies.integers(1, 16), tau=hypothesis.strategies.floats(0.05, 5.0))
+    @hypothesis.given(
+        seed=hypothesis.strategies.integers(0, 2**31 - 1),
+        d=hypothesis.strategies.integers(2, 12),
+        batches=hypothesis.strategies.integers(1, 16),
+        tau=hypothesis.strategies.floats(0.05, 5.0),
+    )
     def test_distance_to_dense_t_is_the_bound(self, seed, d, batches, tau):
         cov = relu_covariance(seed, d, batches)
         rank = 1 + seed % d
@@ -88,8 +93,9 @@ class LowRankTransformTest(chex.TestCase):
         out = self.variant(lambda c: mie_jax.flat_transform(c, TAU, 24))(cov)
         self.assertEqual(out.basis.dtype, dtype)
         self.assertEqual(float(out.bound), 0.0)
-        np.testing.assert_allclose(out.dense(), mie_jax.flat_transform(cov, TAU),
-                                   atol=1e-12 if dtype == np.float64 else 2e-6)
+        np.testing.assert_allclose(
+            out.dense(), mie_jax.flat_transform(cov, TAU), atol=1e-12 if dtype == np.float64 else 2e-6
+        )
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_tol_zeroes_small_dampings_and_keeps_shapes(self):
@@ -136,7 +142,8 @@ class LowRankTransformTest(chex.TestCase):
         cov = relu_covariance(5, d, batches)
         kwargs = {} if batches < d else {"min_eigenvalue": float(np.linalg.eigvalsh(cov)[0])}
         out = self.variant(lambda c: mie_jax.flat_transform(c, TAU, rank, solver="subspace", **kwargs))(
-            jnp.asarray(cov))
+            jnp.asarray(cov)
+        )
         exact = mie_jax.flat_transform(jnp.asarray(cov), TAU, rank)
         np.testing.assert_allclose(out.dense(), exact.dense(), atol=1e-9)
         np.testing.assert_allclose(out.damping, exact.damping, atol=1e-9)
@@ -148,8 +155,9 @@ class LowRankTransformTest(chex.TestCase):
         basis, _ = np.linalg.qr(rng.normal(size=(96, 96)))
         spectrum = 0.5 ** np.arange(96)  # Ratio 2 between modes: (1/2)^(2r - i) per iteration.
         cov = (basis * spectrum) @ basis.T
-        out = self.variant(lambda c: mie_jax.flat_transform(c, TAU, 8, solver="subspace", iterations=20,
-                                                            min_eigenvalue=spectrum[-1]))(jnp.asarray(cov))
+        out = self.variant(
+            lambda c: mie_jax.flat_transform(c, TAU, 8, solver="subspace", iterations=20, min_eigenvalue=spectrum[-1])
+        )(jnp.asarray(cov))
         dense = references.flat_transform(cov, TAU)
         np.testing.assert_allclose(spectral_norm(dense - out.dense()), out.bound, rtol=1e-6)
 
@@ -172,7 +180,6 @@ class LowRankTransformTest(chex.TestCase):
 
 @pytestmark_float64
 class FlatRankTest(chex.TestCase):
-
     @parameterized.parameters(1e-6, 1e-3, 0.1, 1.0)  # Not 0: the null space's dampings are rounding.
     def test_counts_the_dampings_above_tol(self, tol):
         cov = relu_covariance(8, 20, 12)
@@ -187,7 +194,6 @@ class FlatRankTest(chex.TestCase):
 
 @pytestmark_float64
 class FlatTransformsLowRankTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_rank_applies_to_every_leaf_up_to_its_size(self):
         big, small = relu_covariance(10, 12, 8), relu_covariance(11, 4, 8)
@@ -196,8 +202,7 @@ class FlatTransformsLowRankTest(chex.TestCase):
         self.assertIsNone(out["fc1"]["bias"])
         chex.assert_shape((out["fc1"]["kernel"].basis, out["fc2"]["kernel"].basis), ((12, 6), (4, 4)))
         np.testing.assert_allclose(out["fc1"]["kernel"].dense(), reference_low_rank(big, TAU, 6, 1e-3)[1], atol=1e-10)
-        np.testing.assert_allclose(out["fc2"]["kernel"].dense(), reference_low_rank(small, TAU, 4, 1e-3)[1],
-                                   atol=1e-10)
+        np.testing.assert_allclose(out["fc2"]["kernel"].dense(), reference_low_rank(small, TAU, 4, 1e-3)[1], atol=1e-10)
 
     def test_default_stays_dense(self):
         cov = jnp.asarray(relu_covariance(12, 6, 3))
@@ -215,7 +220,6 @@ def conv_reference(t, kernel):
 
 @pytestmark_float64
 class ProjectionTest(chex.TestCase):
-
     def project(self, transforms, grads):
         tx = mie_jax.flat_projection()
         return self.variant(lambda g, t: tx.update(g, tx.init(g), transforms=t)[0])(grads, transforms)
@@ -224,8 +228,7 @@ class ProjectionTest(chex.TestCase):
     @parameterized.parameters(2, 6, 16)
     def test_low_rank_equals_dense_projection_within_bound(self, rank):
         cov = relu_covariance(13, 16, 10)
-        grads = {"fc1": {"kernel": jnp.asarray(np.random.default_rng(14).normal(size=(16, 5))),
-                         "bias": jnp.ones(5)}}
+        grads = {"fc1": {"kernel": jnp.asarray(np.random.default_rng(14).normal(size=(16, 5))), "bias": jnp.ones(5)}}
         low = mie_jax.flat_transform(jnp.asarray(cov), TAU, rank)
         dense = self.project({"fc1": {"kernel": mie_jax.flat_transform(jnp.asarray(cov), TAU), "bias": None}}, grads)
         out = self.project({"fc1": {"kernel": low, "bias": None}}, grads)
@@ -243,13 +246,18 @@ class ProjectionTest(chex.TestCase):
         kernel = jnp.asarray(np.random.default_rng(16).normal(size=shape))
         dense_t = mie_jax.flat_transform(jnp.asarray(cov), TAU)
         low = mie_jax.flat_transform(jnp.asarray(cov), TAU, 2)
-        np.testing.assert_allclose(self.project({"conv": dense_t}, {"conv": kernel})["conv"],
-                                   conv_reference(dense_t, kernel), atol=1e-12)
-        np.testing.assert_allclose(self.project({"conv": low}, {"conv": kernel})["conv"],
-                                   conv_reference(low.dense(), kernel), atol=1e-12)
+        np.testing.assert_allclose(
+            self.project({"conv": dense_t}, {"conv": kernel})["conv"], conv_reference(dense_t, kernel), atol=1e-12
+        )
+        np.testing.assert_allclose(
+            self.project({"conv": low}, {"conv": kernel})["conv"], conv_reference(low.dense(), kernel), atol=1e-12
+        )
         # The same as the einsum over input channels at every tap.
-        np.testing.assert_allclose(self.project({"conv": dense_t}, {"conv": kernel})["conv"],
-                                   np.einsum("ij,...jo->...io", np.asarray(dense_t), np.asarray(kernel)), atol=1e-12)
+        np.testing.assert_allclose(
+            self.project({"conv": dense_t}, {"conv": kernel})["conv"],
+            np.einsum("ij,...jo->...io", np.asarray(dense_t), np.asarray(kernel)),
+            atol=1e-12,
+        )
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_float32_update_keeps_its_dtype(self):
@@ -259,15 +267,22 @@ class ProjectionTest(chex.TestCase):
 
     def test_low_rank_size_mismatch_names_the_leaf(self):
         tx = mie_jax.flat_projection()
-        with pytest.raises(ValueError, match=(r"flat_projection: matrix at \['k'\] must be \(4, 4\).*"
-                                              r"kernel \(3, 3, 4, 2\).*got \(5, 5\)")):
-            tx.update({"k": jnp.ones((3, 3, 4, 2))}, optax.EmptyState(),
-                      transforms={"k": mie_jax.LowRankTransform.identity(5, 2)})
+        with pytest.raises(
+            ValueError,
+            match=(
+                r"flat_projection: matrix at \['k'\] must be \(4, 4\).*"
+                r"kernel \(3, 3, 4, 2\).*got \(5, 5\)"
+            ),
+        ):
+            tx.update(
+                {"k": jnp.ones((3, 3, 4, 2))},
+                optax.EmptyState(),
+                transforms={"k": mie_jax.LowRankTransform.identity(5, 2)},
+            )
 
 
 @pytestmark_float64
 class ConvCovarianceTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_batch_mean_is_the_mean_over_batch_and_space(self):
         x = np.random.default_rng(17).normal(size=(3, 5, 4, 6))
@@ -279,19 +294,20 @@ class ConvCovarianceTest(chex.TestCase):
     def test_second_moment_pools_positions(self):
         x = np.random.default_rng(18).normal(size=(2, 3, 3, 4))
         out = self.variant(lambda c, f: mie_jax.update_conv_covariance(c, f, statistic="second_moment"))(
-            jnp.eye(4), jnp.asarray(x))
+            jnp.eye(4), jnp.asarray(x)
+        )
         rows = x.reshape(-1, 4)
         np.testing.assert_allclose(out, np.eye(4) + rows.T @ rows / len(rows), atol=1e-12)
 
     def test_inputs_must_be_at_least_2d(self):
-        with pytest.raises(ValueError,
-                           match=r"inputs must be at least 2-D \[batch, \.\.\., channels\], got shape \(4,\)"):
+        with pytest.raises(
+            ValueError, match=r"inputs must be at least 2-D \[batch, \.\.\., channels\], got shape \(4,\)"
+        ):
             mie_jax.update_conv_covariance(jnp.zeros((4, 4)), jnp.ones(4))
 
 
 @pytestmark_float64
 class ArgumentErrorsTest(parameterized.TestCase):
-
     @parameterized.parameters(0, 5, -1, 2.5, True, "2")
     def test_bad_rank(self, rank):
         with pytest.raises(ValueError, match=r"^rank must be an int in \[1, d\] = \[1, 4\], got "):

@@ -84,9 +84,7 @@ class FusionTest(chex.TestCase):
         chex.assert_shape(weights, (3, 5))
         self.assertTrue(bool(jnp.all(weights >= 0)))
         np.testing.assert_allclose(weights.sum(axis=0), np.ones(5), atol=ATOL)
-        np.testing.assert_allclose(
-            weights, entropy_weights_reference(random_logits(seed)), atol=ATOL
-        )
+        np.testing.assert_allclose(weights, entropy_weights_reference(random_logits(seed)), atol=ATOL)
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters("average", "weighted")
@@ -102,9 +100,7 @@ class FusionTest(chex.TestCase):
         shifted = logits.copy()
         shifted[1] += np.float32(7.5)  # the same constant for every class of modality 1
         fuse = self.variant(fusion.fuse, static_argnames="method")
-        np.testing.assert_allclose(
-            fuse(shifted, method=method), fuse(logits, method=method), atol=1e-5
-        )
+        np.testing.assert_allclose(fuse(shifted, method=method), fuse(logits, method=method), atol=1e-5)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_weighted_equals_average_for_identical_modalities(self):
@@ -126,12 +122,8 @@ class FusionTest(chex.TestCase):
     def test_fuse_dispatches_by_name(self):
         logits = random_logits(7)
         fuse = self.variant(fusion.fuse, static_argnames="method")
-        np.testing.assert_allclose(
-            fuse(logits, method="average"), fusion.average_fusion(logits), atol=ATOL
-        )
-        np.testing.assert_allclose(
-            fuse(logits, method="weighted"), fusion.entropy_weighted_fusion(logits), atol=ATOL
-        )
+        np.testing.assert_allclose(fuse(logits, method="average"), fusion.average_fusion(logits), atol=ATOL)
+        np.testing.assert_allclose(fuse(logits, method="weighted"), fusion.entropy_weighted_fusion(logits), atol=ATOL)
 
     def test_sequence_of_modalities_is_stacked(self):
         per_modality = list(random_logits(8))

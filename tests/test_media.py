@@ -48,8 +48,15 @@ def test_log_spectrogram_of_three_seconds_at_22050_hz_is_257_by_188():
 def cremad_log_spectrogram(samples, rate, resampler):
     """What the CREMA-D builder stores for a wav's samples (its settings, with ``resampler``)."""
     settings = cremad.SPECTROGRAM
-    return media.log_spectrogram(samples, rate, sample_rate=settings.sample_rate, seconds=settings.seconds,
-                                 n_fft=settings.n_fft, hop=settings.hop, resampler=resampler)
+    return media.log_spectrogram(
+        samples,
+        rate,
+        sample_rate=settings.sample_rate,
+        seconds=settings.seconds,
+        n_fft=settings.n_fft,
+        hop=settings.hop,
+        resampler=resampler,
+    )
 
 
 def mean_nats_from_librosa(log_spectrogram, resampler):

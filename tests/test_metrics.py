@@ -28,9 +28,7 @@ PROBS = np.array(
 
 def sklearn_mean_average_precision(labels, probs):
     """Mean of sklearn's per-class AP over classes with at least one positive."""
-    return np.mean(
-        [average_precision_score(labels == c, probs[:, c]) for c in np.unique(labels)]
-    )
+    return np.mean([average_precision_score(labels == c, probs[:, c]) for c in np.unique(labels)])
 
 
 @st.composite
@@ -59,24 +57,18 @@ def test_macro_f1_matches_sklearn_default_on_fixed_input():
     predictions = np.argmax(PROBS, axis=1)
     expected = f1_score(LABELS, predictions, average="macro")
     assert metrics.macro_f1(LABELS, PROBS, num_classes=4) == pytest.approx(expected, abs=1e-12)
-    assert metrics.macro_f1(LABELS, predictions, num_classes=4) == pytest.approx(
-        expected, abs=1e-12
-    )
+    assert metrics.macro_f1(LABELS, predictions, num_classes=4) == pytest.approx(expected, abs=1e-12)
 
 
 def test_macro_f1_leaves_out_classes_absent_from_labels_and_predictions():
     labels = np.array([0, 0, 1, 1])
     predictions = np.array([0, 1, 1, 1])
     # Classes 0 and 1 only: F1 = 2/3 and 4/5.
-    assert metrics.macro_f1(labels, predictions, num_classes=4) == pytest.approx(
-        (2 / 3 + 4 / 5) / 2, abs=1e-12
-    )
+    assert metrics.macro_f1(labels, predictions, num_classes=4) == pytest.approx((2 / 3 + 4 / 5) / 2, abs=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about the absent classes.
         counting_absent_as_zero = f1_score(labels, predictions, average="macro", labels=range(4))
-    assert metrics.macro_f1(labels, predictions, num_classes=4) != pytest.approx(
-        counting_absent_as_zero
-    )
+    assert metrics.macro_f1(labels, predictions, num_classes=4) != pytest.approx(counting_absent_as_zero)
 
 
 def test_mean_average_precision_matches_sklearn_on_fixed_input():
@@ -105,9 +97,7 @@ def test_metrics_match_sklearn_on_random_inputs(data):
     result = metrics.classification_metrics(labels, probs)
 
     np.testing.assert_allclose(result["accuracy"], accuracy_score(labels, predictions))
-    np.testing.assert_allclose(
-        result["macro_f1"], f1_score(labels, predictions, average="macro")
-    )
+    np.testing.assert_allclose(result["macro_f1"], f1_score(labels, predictions, average="macro"))
     np.testing.assert_allclose(result["map"], sklearn_mean_average_precision(labels, probs))
 
 
@@ -156,7 +146,5 @@ def test_macro_f1_probs_must_have_num_classes_columns():
 
 
 def test_macro_f1_labels_and_predictions_must_have_the_same_length():
-    with pytest.raises(
-        ValueError, match="labels and predictions_or_probs must have the same length"
-    ):
+    with pytest.raises(ValueError, match="labels and predictions_or_probs must have the same length"):
         metrics.macro_f1(np.array([0, 1]), np.array([0]), num_classes=2)

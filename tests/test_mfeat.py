@@ -66,8 +66,8 @@ def test_splits_partition_all_rows(raw):
 def test_split_is_stratified(split):
     labels = load_mfeat(("mor",), split=split)["label"]
     np.testing.assert_array_equal(
-        np.bincount(labels, minlength=NUM_CLASSES),
-        np.full(NUM_CLASSES, SPLIT_SIZES_PER_CLASS[split]))
+        np.bincount(labels, minlength=NUM_CLASSES), np.full(NUM_CLASSES, SPLIT_SIZES_PER_CLASS[split])
+    )
 
 
 def test_split_is_deterministic_per_seed():
@@ -107,14 +107,18 @@ def test_path_override_and_constant_feature(raw, tmp_path):
     assert np.all(np.isfinite(data["mor"]))
 
 
-@pytest.mark.parametrize("views, message", [
-    (("fac", "rgb"), "views must be names from ['fou', 'fac', 'kar', 'pix', "
-                     "'zer', 'mor'], got unknown view 'rgb'."),
-    ((), "views must name at least one of"),
-    (("fac", "mor", "fac"), "views must be distinct, got 'fac' more than once."),
-    ("fac", "views must be a sequence of view names such as ('fac',), "
-            "got the string 'fac'."),
-])
+@pytest.mark.parametrize(
+    "views, message",
+    [
+        (
+            ("fac", "rgb"),
+            "views must be names from ['fou', 'fac', 'kar', 'pix', 'zer', 'mor'], got unknown view 'rgb'.",
+        ),
+        ((), "views must name at least one of"),
+        (("fac", "mor", "fac"), "views must be distinct, got 'fac' more than once."),
+        ("fac", "views must be a sequence of view names such as ('fac',), got the string 'fac'."),
+    ],
+)
 def test_bad_views(views, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_mfeat(views)
@@ -132,12 +136,16 @@ def test_missing_file(tmp_path):
         load_mfeat(path=path)
 
 
-@pytest.mark.parametrize("contents", [
-    b"not an npz archive\n",
-    b"",
-    # A truncated copy of the real archive.
-    Path(mfeat.__file__).with_name("mfeat.npz").read_bytes()[:4096],
-], ids=["text", "empty", "truncated"])
+@pytest.mark.parametrize(
+    "contents",
+    [
+        b"not an npz archive\n",
+        b"",
+        # A truncated copy of the real archive.
+        Path(mfeat.__file__).with_name("mfeat.npz").read_bytes()[:4096],
+    ],
+    ids=["text", "empty", "truncated"],
+)
 def test_corrupt_file(tmp_path, contents):
     path = tmp_path / "corrupt.npz"
     path.write_bytes(contents)

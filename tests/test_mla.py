@@ -16,7 +16,6 @@ def head_params():
 
 
 class OwmProjectionUpdateTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_matches_float64_reference(self):
         rng = np.random.default_rng(1)
@@ -36,8 +35,10 @@ class OwmProjectionUpdateTest(chex.TestCase):
         x = jnp.mean(z, axis=0)
         # The protected direction is almost removed relative to an orthogonal one.
         orthogonal = jnp.array([x[1], -x[0], 0.0, 0.0])
-        self.assertLess(float(jnp.linalg.norm(p @ x) / jnp.linalg.norm(x)),
-                        0.05 * float(jnp.linalg.norm(p @ orthogonal) / jnp.linalg.norm(orthogonal)))
+        self.assertLess(
+            float(jnp.linalg.norm(p @ x) / jnp.linalg.norm(x)),
+            0.05 * float(jnp.linalg.norm(p @ orthogonal) / jnp.linalg.norm(orthogonal)),
+        )
 
     def test_features_must_match_dimension(self):
         with pytest.raises(ValueError, match=r"features must be \[batch, 4\].*got \(2, 3\)"):
@@ -45,7 +46,6 @@ class OwmProjectionUpdateTest(chex.TestCase):
 
 
 class OrthogonalProjectionTest(chex.TestCase):
-
     def test_init_projects_2d_leaves_with_identity(self):
         state = mie_jax.orthogonal_projection().init(head_params())
         np.testing.assert_array_equal(state.projections["kernel"], np.eye(4))
@@ -71,7 +71,7 @@ class OrthogonalProjectionTest(chex.TestCase):
         out, state = step(grads, state, {"kernel": z, "bias": None})
         np.testing.assert_allclose(out["kernel"], p1 @ np.ones((4, 3)), atol=1e-5)
         np.testing.assert_array_equal(out["bias"], grads["bias"])
-        np.testing.assert_allclose(state.projections["kernel"], references.owm_update(p1, z, 0.1 ** 1.1), atol=1e-5)
+        np.testing.assert_allclose(state.projections["kernel"], references.owm_update(p1, z, 0.1**1.1), atol=1e-5)
         self.assertEqual(int(state.count), 2)
 
     def test_residual_adds_the_projected_gradient(self):

@@ -32,9 +32,18 @@ def cremad_raw(tmp_path_factory):
 def test_sarcasm_in_its_published_layout_trains_end_to_end(tmp_path, capsys):
     raw, bert_dir, workdir = write_sarcasm(tmp_path / "raw"), tmp_path / "bert", tmp_path / "run"
     write_checkpoint(bert_dir, tiny_weights())
-    settings = [f"bert_dir={bert_dir}", "image_size=16", "text_length=16", "encoder=image=resnet18,text=bert",
-                "resnet_width=8", "dim=16", "batch_size=2", "covariance_batch_size=2", "phase_schedule=1",
-                "outer_iterations=1"]
+    settings = [
+        f"bert_dir={bert_dir}",
+        "image_size=16",
+        "text_length=16",
+        "encoder=image=resnet18,text=bert",
+        "resnet_width=8",
+        "dim=16",
+        "batch_size=2",
+        "covariance_batch_size=2",
+        "phase_schedule=1",
+        "outer_iterations=1",
+    ]
     argv = ["--dataset", "sarcasm", "--data-dir", str(raw), "--workdir", str(workdir), "--method", "mie"]
     assert run.main(argv + [arg for s in settings for arg in ("--set", s)]) == 0
     assert "| text |" in capsys.readouterr().out
@@ -77,8 +86,11 @@ def test_unknown_modality_is_named(cremad_raw):
 @pytest.mark.parametrize("damage", ["missing_directory", "corrupt_image", "label_out_of_range"])
 def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, capsys, damage):
     raw, workdir = write_sarcasm(tmp_path / "raw"), tmp_path / "run"
-    culprit = {"missing_directory": tmp_path / "absent", "corrupt_image": raw / "dataset_image" / "train0001.jpg",
-               "label_out_of_range": raw / "text" / "valid2.txt"}[damage]
+    culprit = {
+        "missing_directory": tmp_path / "absent",
+        "corrupt_image": raw / "dataset_image" / "train0001.jpg",
+        "label_out_of_range": raw / "text" / "valid2.txt",
+    }[damage]
     if damage == "corrupt_image":
         builder_checks.corrupt(culprit)
     if damage == "label_out_of_range":
@@ -95,16 +107,18 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, capsys, damag
     builder_checks.assert_nothing_prepared(raw / "prepared")
 
 
-
 def small_arrays(rows, rng):
     return Split({"fac": rng.normal(size=(rows, 4)), "mor": rng.normal(size=(rows, 3))}, np.arange(rows) % 10)
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("fewer_rows", r"mfeat train: modality 'mor' has 9 rows but there are 10 labels"),
-    ("label_out_of_range", r"mfeat validation: labels must lie in \[0, 10\), found 1 to 10"),
-    ("missing_modality", r"mfeat test: no inputs for modality 'mor'"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("fewer_rows", r"mfeat train: modality 'mor' has 9 rows but there are 10 labels"),
+        ("label_out_of_range", r"mfeat validation: labels must lie in \[0, 10\), found 1 to 10"),
+        ("missing_modality", r"mfeat test: no inputs for modality 'mor'"),
+    ],
+)
 def test_the_trainer_refuses_arrays_whose_modalities_and_labels_disagree(damage, message):
     rng = np.random.default_rng(0)
     splits = {split: small_arrays(10, rng) for split in ("train", "validation", "test")}

@@ -18,8 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def runs():
     # MIE exercises everything that crosses devices: SAM's global norm, the covariance, the all-reduce.
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or ""}
-    completed = subprocess.run([sys.executable, "-m", "tests.multidevice_run", "mie"], cwd=ROOT,
-                               capture_output=True, text=True, check=True, env=env)
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.multidevice_run", "mie"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 

@@ -15,15 +15,34 @@ from tests.test_builder_sarcasm import SPLITS, write_sarcasm
 NUM_EXAMPLES = 10
 TEXT_LENGTH = 12
 # Every word of the Sarcasm fixture's tweets, so that tokens are not all [UNK].
-VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "tweet", "of", "train", "validation", "test", ",", "isn", "'", "t",
-         "it", "<", ">", "user", *map(str, range(10)))
+VOCAB = (
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "tweet",
+    "of",
+    "train",
+    "validation",
+    "test",
+    ",",
+    "isn",
+    "'",
+    "t",
+    "it",
+    "<",
+    ">",
+    "user",
+    *map(str, range(10)),
+)
 
 
 def synthetic_source(num_examples=NUM_EXAMPLES, shape=(8, 8, 3)):
     """A list of examples: random uint8 ``image`` of ``shape``, its ``index``, and a ``label``."""
     rng = np.random.default_rng(0)
-    return [{"image": rng.integers(0, 256, shape, dtype=np.uint8), "index": i, "label": i % 3}
-            for i in range(num_examples)]
+    return [
+        {"image": rng.integers(0, 256, shape, dtype=np.uint8), "index": i, "label": i % 3} for i in range(num_examples)
+    ]
 
 
 def read_all(dataset):
@@ -36,7 +55,8 @@ def crop_pipeline(source, seed, **kwargs):
     kwargs.setdefault("batch_size", 4)
     kwargs.setdefault("drop_remainder", False)
     return pipeline.modality_pipeline(
-        source, ("image", "index"), {"image": pipeline.random_resized_crop_and_flip}, seed=seed, **kwargs)
+        source, ("image", "index"), {"image": pipeline.random_resized_crop_and_flip}, seed=seed, **kwargs
+    )
 
 
 def assert_same_batches(first, second):
@@ -69,16 +89,24 @@ def test_same_seed_gives_identical_batches_including_crops():
     assert_same_batches(first, second)
     # The crops are random: not every image came through unchanged or merely mirrored.
     images = {int(i): image for batch in first for i, image in zip(batch["index"], batch["image"])}
-    assert any(not np.array_equal(images[i], source[i]["image"])
-               and not np.array_equal(images[i], source[i]["image"][:, ::-1]) for i in images)
+    assert any(
+        not np.array_equal(images[i], source[i]["image"]) and not np.array_equal(images[i], source[i]["image"][:, ::-1])
+        for i in images
+    )
 
 
 def test_same_seed_on_a_tfds_source_gives_identical_batches(sarcasm):
     source = sarcasm.as_data_source("train")
     make = functools.partial(
-        pipeline.modality_pipeline, source, ("image", "label"),
+        pipeline.modality_pipeline,
+        source,
+        ("image", "label"),
         {"image": (pipeline.random_resized_crop_and_flip, pipeline.to_float)},
-        batch_size=2, seed=3, drop_remainder=True, num_epochs=3)
+        batch_size=2,
+        seed=3,
+        drop_remainder=True,
+        num_epochs=3,
+    )
     first, second = read_all(make()), read_all(make())
     assert_same_batches(first, second)
     assert len(first) == 3  # One full batch of 2 per epoch of 3 examples.
@@ -98,12 +126,12 @@ def test_every_example_appears_once_per_epoch_and_epochs_can_start_anywhere():
     batches = read_all(crop_pipeline(source, seed=0, num_epochs=3))
     per_epoch = -(-NUM_EXAMPLES // 4)  # A short last batch ends every epoch.
     assert len(batches) == 3 * per_epoch
-    orders = [np.concatenate([b["index"] for b in batches[e * per_epoch:(e + 1) * per_epoch]]) for e in range(3)]
+    orders = [np.concatenate([b["index"] for b in batches[e * per_epoch : (e + 1) * per_epoch]]) for e in range(3)]
     for order in orders:
         assert sorted(order.tolist()) == list(range(NUM_EXAMPLES))
     assert not np.array_equal(orders[0], orders[1])  # Reshuffled every epoch.
     # Epoch 1 on its own is epoch 1 of the three-epoch pipeline, crops included.
-    assert_same_batches(read_all(crop_pipeline(source, seed=0, epoch=1)), batches[per_epoch:2 * per_epoch])
+    assert_same_batches(read_all(crop_pipeline(source, seed=0, epoch=1)), batches[per_epoch : 2 * per_epoch])
 
 
 def test_drop_remainder_keeps_only_full_batches():
@@ -152,10 +180,17 @@ def test_to_float_and_channel_axis():
 def test_paired_pipeline_returns_every_example_in_order(sarcasm, tokenizer):
     source = sarcasm.as_data_source("validation")  # TFDS's order, not the split file's.
     expected = [source[i] for i in range(len(source))]
-    batches = read_all(pipeline.modality_pipeline(
-        source, ("image", "text", "label"),
-        {"image": pipeline.to_float, "text": pipeline.tokenize(tokenizer, TEXT_LENGTH)},
-        batch_size=3, seed=0, shuffle=False, drop_remainder=False))
+    batches = read_all(
+        pipeline.modality_pipeline(
+            source,
+            ("image", "text", "label"),
+            {"image": pipeline.to_float, "text": pipeline.tokenize(tokenizer, TEXT_LENGTH)},
+            batch_size=3,
+            seed=0,
+            shuffle=False,
+            drop_remainder=False,
+        )
+    )
     assert len(batches) == 1
     (batch,) = batches
     assert batch["label"].tolist() == [e["label"] for e in expected]
@@ -186,28 +221,40 @@ def test_two_workers_give_the_same_batches_as_none():
     assert_same_batches(in_process, with_workers)
 
 
-@pytest.mark.parametrize("change,parameter", [
-    ({"fields": ("image", "caption")}, "fields"),
-    ({"fields": "image"}, "fields"),
-    ({"transforms": {"index": pipeline.to_float}}, "transforms"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": -2}, "batch_size"),
-    ({"batch_size": NUM_EXAMPLES + 1, "drop_remainder": True}, "batch_size"),
-    ({"seed": -1}, "seed"),
-    ({"num_epochs": 0}, "num_epochs"),
-    ({"epoch": -1}, "epoch"),
-    ({"num_workers": -1}, "num_workers"),
-    ({"source": []}, "source"),
-])
+@pytest.mark.parametrize(
+    "change,parameter",
+    [
+        ({"fields": ("image", "caption")}, "fields"),
+        ({"fields": "image"}, "fields"),
+        ({"transforms": {"index": pipeline.to_float}}, "transforms"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -2}, "batch_size"),
+        ({"batch_size": NUM_EXAMPLES + 1, "drop_remainder": True}, "batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"num_epochs": 0}, "num_epochs"),
+        ({"epoch": -1}, "epoch"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"source": []}, "source"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(change, parameter):
-    arguments = {"source": synthetic_source(), "fields": ("image", "label"), "transforms": {},
-                 "batch_size": 4, "seed": 0, "drop_remainder": False, **change}
+    arguments = {
+        "source": synthetic_source(),
+        "fields": ("image", "label"),
+        "transforms": {},
+        "batch_size": 4,
+        "seed": 0,
+        "drop_remainder": False,
+        **change,
+    }
     with pytest.raises(ValueError, match=rf"^{parameter}\b"):
         pipeline.modality_pipeline(**arguments)
 
 
-@pytest.mark.parametrize("kwargs,parameter", [
-    ({"scale": (0.5, 0.2)}, "scale"), ({"scale": (0.0, 1.0)}, "scale"), ({"ratio": (0.0, 1.0)}, "ratio")])
+@pytest.mark.parametrize(
+    "kwargs,parameter",
+    [({"scale": (0.5, 0.2)}, "scale"), ({"scale": (0.0, 1.0)}, "scale"), ({"ratio": (0.0, 1.0)}, "ratio")],
+)
 def test_bad_crop_bounds_name_the_parameter(kwargs, parameter):
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match=rf"^{parameter}\b"):

@@ -34,8 +34,23 @@ def test_prepares_into_data_dir_prepared_and_reports_splits_and_settings(tmp_pat
 def test_prepared_dir_is_where_asked(tmp_path, capsys):
     raw, elsewhere = tmp_path / "raw", tmp_path / "elsewhere"
     write_cremad(raw)
-    assert prepare.main(["--dataset", "cremad", "--data-dir", str(raw), "--prepared-dir", str(elsewhere),
-                         "--image-size", str(builder_checks.IMAGE_SIZE), "--num-frames", "1"]) == 0
+    assert (
+        prepare.main(
+            [
+                "--dataset",
+                "cremad",
+                "--data-dir",
+                str(raw),
+                "--prepared-dir",
+                str(elsewhere),
+                "--image-size",
+                str(builder_checks.IMAGE_SIZE),
+                "--num-frames",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == CREMAD_REPORT
     assert builder_checks.build("cremad", raw, elsewhere, num_frames=1).is_prepared()
     assert not (raw / "prepared").exists()
@@ -55,11 +70,14 @@ def test_a_malformed_file_is_one_error_line_naming_it_and_leaves_nothing(tmp_pat
     builder_checks.assert_nothing_prepared(raw / "prepared")
 
 
-@pytest.mark.parametrize("argv,problem", [
-    (["--dataset", "crema", "--data-dir", "x"], "invalid choice: 'crema'"),
-    (["--dataset", "cremad"], "the following arguments are required: --data-dir"),
-    (["--dataset", "cremad", "--data-dir", "x", "--image-size", "-1"], "must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "argv,problem",
+    [
+        (["--dataset", "crema", "--data-dir", "x"], "invalid choice: 'crema'"),
+        (["--dataset", "cremad"], "the following arguments are required: --data-dir"),
+        (["--dataset", "cremad", "--data-dir", "x", "--image-size", "-1"], "must be >= 0, got -1"),
+    ],
+)
 def test_bad_arguments_exit_2_with_usage(argv, problem, capsys):
     with pytest.raises(SystemExit) as info:
         prepare.main(argv)
@@ -68,11 +86,17 @@ def test_bad_arguments_exit_2_with_usage(argv, problem, capsys):
 
 def test_the_module_runs_and_names_a_missing_data_dir(tmp_path):
     nowhere = tmp_path / "nowhere"
-    result = subprocess.run([sys.executable, "-m", "mie_jax.data.prepare", "--dataset", "cremad",
-                             "--data-dir", str(nowhere)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "mie_jax.data.prepare", "--dataset", "cremad", "--data-dir", str(nowhere)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        f"error: {nowhere}: directory not found; expected layout: {builders.builder_class('cremad').LAYOUT}")
+        f"error: {nowhere}: directory not found; expected layout: {builders.builder_class('cremad').LAYOUT}"
+    )
     assert "Traceback" not in result.stderr and not (nowhere / "prepared").exists()
 
 

@@ -124,13 +124,20 @@ def _torch_layout(path, array):
 
 def _contents(model):
     """The model's variables in torch's layout, as a multiset of (shape, bytes)."""
-    return sorted((a.shape, a.tobytes()) for a in (
-        _torch_layout(path, v.get_value()) for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)))
+    return sorted(
+        (a.shape, a.tobytes())
+        for a in (
+            _torch_layout(path, v.get_value()) for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)
+        )
+    )
 
 
 def _file_contents(weights, dropped_prefix):
-    return sorted((a.shape, a.tobytes()) for name, a in weights.items()
-                  if not name.startswith(dropped_prefix) and not name.endswith("num_batches_tracked"))
+    return sorted(
+        (a.shape, a.tobytes())
+        for name, a in weights.items()
+        if not name.startswith(dropped_prefix) and not name.endswith("num_batches_tracked")
+    )
 
 
 @pytest.mark.parametrize("block", ["basic", "bottleneck"])
@@ -146,8 +153,9 @@ def test_resnet_safetensors_round_trip(tmp_path, block):
     np.testing.assert_array_equal(_torch_layout(("kernel",), model.conv.kernel[...]), weights["conv1.weight"])
     np.testing.assert_array_equal(model.bn.var[...], weights["bn1.running_var"])
     shortcut = model.blocks[stages[0]].shortcut
-    np.testing.assert_array_equal(_torch_layout(("kernel",), shortcut.conv.kernel[...]),
-                                  weights["layer2.0.downsample.0.weight"])
+    np.testing.assert_array_equal(
+        _torch_layout(("kernel",), shortcut.conv.kernel[...]), weights["layer2.0.downsample.0.weight"]
+    )
     np.testing.assert_array_equal(shortcut.bn.mean[...], weights["layer2.0.downsample.1.running_mean"])
     last = "layer4.0.conv3" if block == "bottleneck" else "layer4.0.conv2"
     last_conv = model.blocks[-1].conv3 if block == "bottleneck" else model.blocks[-1].conv2
@@ -161,11 +169,13 @@ def test_i3d_round_trip_in_pytorch_i3d_layout(tmp_path):
     save_file(weights, str(path))
     pretrained.load_backbone(model, path)
     assert _contents(model) == _file_contents(weights, "logits.")
-    np.testing.assert_array_equal(_torch_layout(("kernel",), model.conv_1a.conv.kernel[...]),
-                                  weights["Conv3d_1a_7x7.conv3d.weight"])
+    np.testing.assert_array_equal(
+        _torch_layout(("kernel",), model.conv_1a.conv.kernel[...]), weights["Conv3d_1a_7x7.conv3d.weight"]
+    )
     mixed_4d = model.stages[1][2]
-    np.testing.assert_array_equal(_torch_layout(("kernel",), mixed_4d.branch_3.conv.kernel[...]),
-                                  weights["Mixed_4d.b3b.conv3d.weight"])
+    np.testing.assert_array_equal(
+        _torch_layout(("kernel",), mixed_4d.branch_3.conv.kernel[...]), weights["Mixed_4d.b3b.conv3d.weight"]
+    )
     np.testing.assert_array_equal(mixed_4d.branch_2b.bn.var[...], weights["Mixed_4d.b2b.bn.running_var"])
 
 
@@ -175,14 +185,18 @@ def test_one_channel_stems_from_rgb_weights():
     depth = _tiny_i3d(in_channels=1)
     pretrained.load_i3d(depth, i3d_weights)
     rgb_stem = i3d_weights["Conv3d_1a_7x7.conv3d.weight"]
-    np.testing.assert_allclose(_torch_layout(("kernel",), depth.conv_1a.conv.kernel[...]),
-                               rgb_stem.mean(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        _torch_layout(("kernel",), depth.conv_1a.conv.kernel[...]), rgb_stem.mean(axis=1, keepdims=True), rtol=1e-6
+    )
 
     resnet_weights = random_weights(torchvision_resnet_shapes("basic", (2, 1, 1, 1), 3, WIDTH))
     audio, _ = _tiny_resnet("basic", in_channels=1)
     pretrained.load_resnet(audio, resnet_weights)
-    np.testing.assert_allclose(_torch_layout(("kernel",), audio.conv.kernel[...]),
-                               resnet_weights["conv1.weight"].sum(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        _torch_layout(("kernel",), audio.conv.kernel[...]),
+        resnet_weights["conv1.weight"].sum(axis=1, keepdims=True),
+        rtol=1e-6,
+    )
 
 
 def test_flow_weights_load_into_a_two_channel_i3d():
@@ -276,9 +290,12 @@ def test_file_errors(tmp_path, monkeypatch):
 def test_encoder_weights_entries():
     modalities = ("image", "text")
     assert pretrained.weights_by_modality(("image=/w/a=b.safetensors",), modalities) == {"image": "/w/a=b.safetensors"}
-    for entries, match in [(("image",), "modality=PATH"), (("image=",), "modality=PATH"),
-                           (("audio=/w/x.safetensors",), "'audio', not a modality"),
-                           (("image=/a.safetensors", "image=/b.safetensors"), "twice")]:
+    for entries, match in [
+        (("image",), "modality=PATH"),
+        (("image=",), "modality=PATH"),
+        (("audio=/w/x.safetensors",), "'audio', not a modality"),
+        (("image=/a.safetensors", "image=/b.safetensors"), "twice"),
+    ]:
         with pytest.raises(ValueError, match=match):
             pretrained.weights_by_modality(entries, modalities)
 
@@ -288,8 +305,10 @@ def test_build_encoder_loads_the_modality_weights(tmp_path):
     weights = random_weights(torchvision_resnet_shapes("basic", (2, 2, 2, 2), 3, WIDTH))
     path = tmp_path / "resnet18.safetensors"
     save_file(weights, str(path))
-    config = make_config({"modalities": ("audio", "visual"), "encoder": "resnet18", "resnet_width": WIDTH, "dim": 8},
-                         [f"encoder_weights=audio={path}"])
+    config = make_config(
+        {"modalities": ("audio", "visual"), "encoder": "resnet18", "resnet_width": WIDTH, "dim": 8},
+        [f"encoder_weights=audio={path}"],
+    )
     rngs = nnx.Rngs(jax.random.key(0, impl="rbg"))  # The fastest sampler compiles.
     encoder = encoders.build_encoder(config, "resnet18", (32, 32, 1), rngs, "audio")
     stem = weights["conv1.weight"].sum(axis=1, keepdims=True)
@@ -324,8 +343,9 @@ def test_paper_configs_warn_without_their_pretrained_weights():
     sarcasm = make_config(configs.get_config("sarcasm"))
     warning = paper.missing_pretrained_warning("sarcasm", sarcasm)
     assert "\n" not in warning and "image: ImageNet ResNet50" in warning and "text: BERT-base" in warning
-    complete = make_config(configs.get_config("sarcasm"),
-                           ["encoder_weights=image=/w/r50.safetensors", "bert_dir=/w/bert"])
+    complete = make_config(
+        configs.get_config("sarcasm"), ["encoder_weights=image=/w/r50.safetensors", "bert_dir=/w/bert"]
+    )
     assert paper.missing_pretrained_warning("sarcasm", complete) == ""
     nvgesture = paper.missing_pretrained_warning("nvgesture", make_config(configs.get_config("nvgesture")))
     assert all(f"{m}: I3D" in nvgesture for m in ("rgb", "depth", "flow"))
@@ -400,8 +420,10 @@ def test_equals_torchvision_in_eval_and_train_mode(tmp_path, name, precision):
         stats = reference.state_dict()
         last_block = {"resnet18": "layer4.1", "resnet50": "layer4.2"}[name]
         assert _relative_error(model.bn.var[...], stats["bn1.running_var"].numpy()) < eval_tolerance
-        assert _relative_error(model.blocks[-1].bn2.var[...],
-                               stats[f"{last_block}.bn2.running_var"].numpy()) < train_tolerance
+        assert (
+            _relative_error(model.blocks[-1].bn2.var[...], stats[f"{last_block}.bn2.running_var"].numpy())
+            < train_tolerance
+        )
 
 
 def _torch_sgd_statistics(torch, reference, batches, loss_weights, learning_rate, torch_dtype):
@@ -433,8 +455,11 @@ def _jax_sgd_statistics(model, batches, loss_weights, learning_rate):
         params, batch_stats = step(params, batch_stats, jnp.asarray(images.transpose(0, 2, 3, 1)))
     trained = nnx.merge(graphdef, params, batch_stats)
     name_of = pretrained._resnet_name(trained)
-    return {name_of(path): np.asarray(variable.get_value(), np.float64)
-            for path, variable in nnx.iter_graph(trained) if isinstance(variable, nnx.BatchStat)}
+    return {
+        name_of(path): np.asarray(variable.get_value(), np.float64)
+        for path, variable in nnx.iter_graph(trained)
+        if isinstance(variable, nnx.BatchStat)
+    }
 
 
 def _worst_error(actual, expected):
@@ -460,8 +485,9 @@ def test_running_statistics_agree_with_torchvision_after_sgd_steps(tmp_path, nam
     if precision == "float64":
         assert _worst_error(ours, theirs)[1] < 1e-8, _worst_error(ours, theirs)  # ResNet50: 6e-11.
     else:  # As close to the exact (float64) statistics as torch's float32 ones are.
-        exact = _torch_sgd_statistics(torch, reference, batches.astype(np.float64), loss_weights.astype(np.float64),
-                                      learning_rate, torch.float64)
+        exact = _torch_sgd_statistics(
+            torch, reference, batches.astype(np.float64), loss_weights.astype(np.float64), learning_rate, torch.float64
+        )
         torch_error = _worst_error(theirs, exact)[1]
         assert _worst_error(ours, exact)[1] < 2 * torch_error + 1e-6, (_worst_error(ours, exact), torch_error)
 

@@ -6,8 +6,16 @@ from experiments import report
 
 
 def test_ordering_sentence_states_each_claim_and_its_firmness():
-    acc = {"unimodal": 0.90, "joint (concat)": 0.93, "OGM-GE": 0.92, "MLA": 0.91,
-           "MIE w/o SAM": 0.94, "MIE w/o GM": 0.96, "MIE": 0.95, "MIE (weighted fusion)": 0.95}
+    acc = {
+        "unimodal": 0.90,
+        "joint (concat)": 0.93,
+        "OGM-GE": 0.92,
+        "MLA": 0.91,
+        "MIE w/o SAM": 0.94,
+        "MIE w/o GM": 0.96,
+        "MIE": 0.95,
+        "MIE (weighted fusion)": 0.95,
+    }
     std = dict.fromkeys(acc, 0.005)
     sentence = report.ordering_sentence(acc, std)
     assert sentence.startswith("Ranking by mean accuracy: MIE w/o GM > MIE")
@@ -36,14 +44,25 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
             for seed in range(2):
                 metrics = {k: 0.9 + 0.01 * seed for k in report.METRICS}
                 curves = [{n: 0.5 + 0.1 * phase for n in names} for phase in range(3)]
-                run = {"headline": headline, "test": {n: metrics for n in names}, "phase_accuracy": curves,
-                       "machine": GPU if setting.startswith("emoji") else CPU}
+                run = {
+                    "headline": headline,
+                    "test": {n: metrics for n in names},
+                    "phase_accuracy": curves,
+                    "machine": GPU if setting.startswith("emoji") else CPU,
+                }
                 path = tmp_path / "runs" / (report.run_name(setting, label, seed) + ".json")
                 path.write_text(json.dumps(run))
-    text = report.summarise(str(tmp_path), seeds=2, quick=True, data_dirs={"emoji": "somewhere"},
-                            figures={"mfeat pix+fou": "figures/pix_fou.png"})
+    text = report.summarise(
+        str(tmp_path),
+        seeds=2,
+        quick=True,
+        data_dirs={"emoji": "somewhere"},
+        figures={"mfeat pix+fou": "figures/pix_fou.png"},
+    )
     assert text.count("`python -m experiments.report --quick --emoji-dir DIR`") == 1
-    assert text.count("](figures/") == 1 and "![mfeat pix+fou: validation accuracy per phase](figures/pix_fou.png)" in text
+    assert (
+        text.count("](figures/") == 1 and "![mfeat pix+fou: validation accuracy per phase](figures/pix_fou.png)" in text
+    )
     assert "| MIE | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 | 0.9050 ± 0.0050 |" in text
     assert text.count("\n## ") == 1 + len(report.SETTINGS) and "## emoji image+text" in text
     assert "Not run here" not in text
@@ -68,8 +87,8 @@ def test_settings_without_their_data_are_named_not_run():
 
 def test_plan_is_seed_major_so_parallel_workers_start_on_different_methods():
     jobs = report.plan("out", 2, False, {})
-    first_wave = [job[4:6] for job in jobs[:len(report.METHODS)]]
-    assert {job[6] for job in jobs[:len(report.METHODS)]} == {0}
+    first_wave = [job[4:6] for job in jobs[: len(report.METHODS)]]
+    assert {job[6] for job in jobs[: len(report.METHODS)]} == {0}
     assert first_wave == [(method, fusion) for _, method, _, fusion in report.METHODS]
 
 

@@ -104,8 +104,9 @@ def test_batchnorm_keeps_running_averages_as_torch():
     np.testing.assert_allclose(bn.var[...], 0.9 + 0.1 * flat.var(axis=0, ddof=1), rtol=1e-5)
     # Evaluation normalises with the running averages and leaves them.
     mean, var = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
-    np.testing.assert_allclose(bn(jnp.asarray(x), use_running_average=True), (x - mean) / np.sqrt(var + BN_EPSILON),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        bn(jnp.asarray(x), use_running_average=True), (x - mean) / np.sqrt(var + BN_EPSILON), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(bn.var[...], var)
 
 

@@ -11,15 +11,29 @@ from experiments import configs, run
 from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, train
 
-FAST = ["--set", "outer_iterations=1", "--set", "phase_epochs=1", "--set", "dim=16",
-        "--set", "encoder_hidden=32", "--set", "batch_size=100"]
+FAST = [
+    "--set",
+    "outer_iterations=1",
+    "--set",
+    "phase_epochs=1",
+    "--set",
+    "dim=16",
+    "--set",
+    "encoder_hidden=32",
+    "--set",
+    "batch_size=100",
+]
 
 
 def test_module_runs_and_writes_table_logs_and_plot(tmp_path):
     workdir = tmp_path / "run"
     completed = subprocess.run(
         [sys.executable, "-m", "experiments.run", "--workdir", str(workdir), *FAST],
-        capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert "| average |" in completed.stdout and "| fac |" in completed.stdout
     assert "phase   2/2 | mor" in completed.stderr
     for name in ("results.md", "results.json", "phases.jsonl", "phases.csv", "steps.csv", "phase_accuracy.png"):

@@ -25,16 +25,15 @@ def gradient_trees():
 
 
 class SamPerturbationTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters("global", "per_tensor")
     def test_matches_float64_reference(self, normalize):
         rng = np.random.default_rng(0)
-        grads = {"kernel": rng.normal(size=(4, 3)).astype(np.float32),
-                 "bias": rng.normal(size=(3,)).astype(np.float32)}
+        grads = {"kernel": rng.normal(size=(4, 3)).astype(np.float32), "bias": rng.normal(size=(3,)).astype(np.float32)}
         eps = self.variant(lambda g: mie_jax.sam_perturbation(g, 0.05, normalize=normalize))(grads)
         expected = references.sam_perturbation(
-            [grads["bias"], grads["kernel"]], 0.05, per_tensor=normalize == "per_tensor")
+            [grads["bias"], grads["kernel"]], 0.05, per_tensor=normalize == "per_tensor"
+        )
         np.testing.assert_allclose(eps["bias"], expected[0], rtol=1e-5)
         np.testing.assert_allclose(eps["kernel"], expected[1], rtol=1e-5)
 
@@ -89,7 +88,6 @@ def quadratic_problem():
 
 
 class SamTransformTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_grad_fn_is_called_at_params_plus_eps(self):
         params, loss = quadratic_problem()
@@ -101,8 +99,7 @@ class SamTransformTest(chex.TestCase):
             return jax.tree.map(lambda x: 10.0 * x, p)  # returns 10 * its argument
 
         tx = mie_jax.sam(rho=0.3)
-        out, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=grad_fn))(
-            grads, tx.init(params), params)
+        out, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=grad_fn))(grads, tx.init(params), params)
         eps = mie_jax.sam_perturbation(grads, 0.3)
         chex.assert_trees_all_close(out, jax.tree.map(lambda p, e: 10.0 * (p + e), params, eps), rtol=1e-6)
         self.assertEqual(seen, [0])
@@ -113,7 +110,8 @@ class SamTransformTest(chex.TestCase):
         grads = jax.grad(loss)(params)
         tx = mie_jax.sam(rho=0.1)
         out, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=lambda q, i: jax.grad(loss)(q)))(
-            grads, tx.init(params), params)
+            grads, tx.init(params), params
+        )
         a = np.array([[1.0, 2.0], [3.0, 4.0]])
         w = np.asarray(params["w"], np.float64)
         g_w, g_b = a * w, np.ones(2)
@@ -125,27 +123,28 @@ class SamTransformTest(chex.TestCase):
     def test_mix_blends_clean_and_perturbed_gradients(self):
         params, loss = quadratic_problem()
         grads = jax.grad(loss)(params)
-        grad_fn = lambda q, i: jax.grad(loss)(q)
+
+        def grad_fn(q, i):
+            return jax.grad(loss)(q)
+
         perturbed, _ = mie_jax.sam(0.1).update(grads, optax.EmptyState(), params, grad_fn=grad_fn)
         tx = mie_jax.sam(0.1, mix=0.3)
-        mixed, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=grad_fn))(
-            grads, tx.init(params), params)
+        mixed, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=grad_fn))(grads, tx.init(params), params)
         expected = jax.tree.map(lambda g, ga: 0.7 * g + 0.3 * ga, grads, perturbed)
         chex.assert_trees_all_close(mixed, expected, rtol=1e-6)
 
     def test_rho_zero_returns_the_gradient_at_params(self):
         params, loss = quadratic_problem()
         grads = jax.grad(loss)(params)
-        out, _ = mie_jax.sam(0.0).update(grads, optax.EmptyState(), params,
-                                         grad_fn=lambda q, i: jax.grad(loss)(q))
+        out, _ = mie_jax.sam(0.0).update(grads, optax.EmptyState(), params, grad_fn=lambda q, i: jax.grad(loss)(q))
         chex.assert_trees_all_close(out, grads)
 
     def test_ignores_extra_args_meant_for_other_transforms(self):
         params, loss = quadratic_problem()
         grads = jax.grad(loss)(params)
-        out, _ = mie_jax.sam(0.1).update(grads, optax.EmptyState(), params,
-                                         grad_fn=lambda q, i: jax.grad(loss)(q),
-                                         transforms=None, something_else=3)
+        out, _ = mie_jax.sam(0.1).update(
+            grads, optax.EmptyState(), params, grad_fn=lambda q, i: jax.grad(loss)(q), transforms=None, something_else=3
+        )
         chex.assert_tree_all_finite(out)
 
     def test_works_with_optax_contrib_sam_grad_fn_convention(self):
@@ -158,7 +157,6 @@ class SamTransformTest(chex.TestCase):
 
 
 class SamBadInputTest(chex.TestCase):
-
     def test_negative_rho(self):
         with pytest.raises(ValueError, match=r"rho must be >= 0, got -0.1"):
             mie_jax.sam(-0.1)
@@ -183,7 +181,6 @@ class SamBadInputTest(chex.TestCase):
 
 
 class SamPerDeviceTest(chex.TestCase):
-
     def test_each_device_perturbs_along_its_own_gradient_and_the_mean_is_returned(self):
         params, _ = quadratic_problem()
         scales = jnp.array([1.0, 2.0, -1.0, 0.5])  # Four "devices", each with its own batch.
@@ -195,8 +192,7 @@ class SamPerDeviceTest(chex.TestCase):
 
         def device_step(s):
             grads = jax.grad(local_loss)(params, s)
-            out, _ = tx.update(grads, optax.EmptyState(), params,
-                               grad_fn=lambda p, i: jax.grad(local_loss)(p, s))
+            out, _ = tx.update(grads, optax.EmptyState(), params, grad_fn=lambda p, i: jax.grad(local_loss)(p, s))
             return out
 
         out = jax.vmap(device_step, axis_name="devices")(scales)
@@ -212,7 +208,6 @@ class SamPerDeviceTest(chex.TestCase):
 
 
 class SamMaskTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters(True, False)
     def test_only_masked_parameters_are_perturbed_with_their_own_norm(self, as_function):
@@ -222,7 +217,8 @@ class SamMaskTest(chex.TestCase):
         tx = mie_jax.sam(rho=0.1, mask=(lambda p: keep) if as_function else keep)
         # grad_fn returns its argument: the point SAM asks the gradient at.
         point, _ = self.variant(lambda g, s, p: tx.update(g, s, p, grad_fn=lambda q, i: q))(
-            grads, tx.init(params), params)
+            grads, tx.init(params), params
+        )
         g_w = np.asarray(grads["w"], np.float64)
         expected_w = np.asarray(params["w"], np.float64) + 0.1 * g_w / np.linalg.norm(g_w)
         np.testing.assert_allclose(point["w"], expected_w, rtol=1e-6)

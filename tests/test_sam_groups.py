@@ -17,9 +17,18 @@ BATCH, FEATURES, CLASSES, RHO, LR = 8, 6, 3, 0.5, 0.1
 
 
 def setup(sam_per_device, sam_params="all"):
-    config = make_config(configs.get_config("mfeat"), method="mie", momentum=0.0, weight_decay=0.0, rho=RHO,
-                         learning_rate=LR, dim=8, encoder_hidden=8, sam_per_device=sam_per_device,
-                         sam_params=sam_params)
+    config = make_config(
+        configs.get_config("mfeat"),
+        method="mie",
+        momentum=0.0,
+        weight_decay=0.0,
+        rho=RHO,
+        learning_rate=LR,
+        dim=8,
+        encoder_hidden=8,
+        sam_per_device=sam_per_device,
+        sam_params=sam_params,
+    )
     model = build_unimodal_classifier(config, "mlp", (FEATURES,), CLASSES, nnx.Rngs(0))
     graphdef, params, model_state = steps.split_model(model)
     tx = steps.make_optimizer(config, sam=True, steps_per_epoch=1)
@@ -38,6 +47,7 @@ def one_step(sam_groups):
 
 def reference_step(graphdef, params, model_state, x, y, groups):
     """SGD on the mean over parts of the gradient at params + rho * g_k / ||g_k||, part by part."""
+
     def loss(p, xs, ys):
         (logits, _), _ = steps.apply_model(graphdef, p, model_state, xs, train=True)
         return optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
@@ -60,8 +70,9 @@ def test_each_part_is_perturbed_along_its_own_gradient(groups):
 def test_one_group_is_global_sam_and_more_groups_differ():
     global_sam, inputs = one_step(0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), one_step(1)[0], global_sam)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 global_sam, reference_step(*inputs, 1))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), global_sam, reference_step(*inputs, 1)
+    )
     differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), one_step(2)[0], global_sam))
     assert max(differences) > 1e-4
 

@@ -13,8 +13,9 @@ STEPS_PER_EPOCH = 3
 
 def sgd_steps(schedule, losses, **settings):
     """The learning rate of each step: plain SGD (no momentum, no decay) on a unit gradient."""
-    config = make_config(configs.get_config("mfeat"), learning_rate=0.5, momentum=0.0, weight_decay=0.0,
-                         lr_schedule=schedule, **settings)
+    config = make_config(
+        configs.get_config("mfeat"), learning_rate=0.5, momentum=0.0, weight_decay=0.0, lr_schedule=schedule, **settings
+    )
     tx = make_optimizer(config, sam=False, steps_per_epoch=STEPS_PER_EPOCH)
     params = {"w": jnp.zeros(())}
     state = tx.init(params)

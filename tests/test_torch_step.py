@@ -23,8 +23,9 @@ def test_plain_and_mie_steps_match_jax_on_a_tiny_mlp():
 
 
 def test_unsupported_config_is_refused():
-    config = make_config(configs.get_config("mfeat"), method="mie", sam_normalize="per_tensor", dim=8,
-                         encoder_hidden=16, batch_size=6)
+    config = make_config(
+        configs.get_config("mfeat"), method="mie", sam_normalize="per_tensor", dim=8, encoder_hidden=16, batch_size=6
+    )
     problem = torch_step.build(config, in_features=12, num_classes=3, widths=(16, 8))
     with pytest.raises(ValueError, match="sam_normalize"):
         torch_step.TorchStep(config, problem, mie=True)

@@ -13,8 +13,14 @@ from mie_jax.train.trainer import NonFiniteLossError
 from tests import references
 
 THREE_VIEWS = ("fac", "mor", "zer")
-SMALL = {"modalities": THREE_VIEWS, "dim": 16, "encoder_hidden": 32, "outer_iterations": 1,
-         "phase_epochs": 1, "batch_size": 100}
+SMALL = {
+    "modalities": THREE_VIEWS,
+    "dim": 16,
+    "encoder_hidden": 32,
+    "outer_iterations": 1,
+    "phase_epochs": 1,
+    "batch_size": 100,
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,9 +59,12 @@ def test_t_of_each_phase_comes_from_the_modality_trained_just_before():
     state = method.init()
     rng = np.random.default_rng(0)
     state["covariance"] = {
-        m: {layer: jnp.asarray(references.covariance([rng.normal(size=(12, c.shape[0])) for _ in range(4)]),
-                               jnp.float32)
-            for layer, c in covs.items()}
+        m: {
+            layer: jnp.asarray(
+                references.covariance([rng.normal(size=(12, c.shape[0])) for _ in range(4)]), jnp.float32
+            )
+            for layer, c in covs.items()
+        }
         for m, covs in state["covariance"].items()
     }
     first = method._transforms(state, 0, "fac")
@@ -65,7 +74,9 @@ def test_t_of_each_phase_comes_from_the_modality_trained_just_before():
         for layer in ("fc1", "fc2", "fc3"):
             np.testing.assert_allclose(
                 transforms["head"][layer]["kernel"],
-                mie_jax.flat_transform(state["covariance"][previous][layer], 0.4), atol=1e-6)
+                mie_jax.flat_transform(state["covariance"][previous][layer], 0.4),
+                atol=1e-6,
+            )
         assert transforms["encoder"]["hidden"]["kernel"] is None
         assert transforms["head"]["fc1"]["bias"] is None
 
@@ -79,7 +90,7 @@ def test_covariance_pass_equals_eq5_over_batches_of_twelve():
     (_, layer_inputs), _ = steps.apply_model(method.graphdefs["mor"], params, model_state, inputs, train=False)
     for layer in ("fc1", "fc2", "fc3"):
         features = np.asarray(layer_inputs[layer], np.float64)
-        batches = [features[i:i + 12] for i in range(0, len(features), 12)]
+        batches = [features[i : i + 12] for i in range(0, len(features), 12)]
         np.testing.assert_allclose(covariance[layer], references.covariance(batches), rtol=1e-4, atol=1e-6)
 
 
@@ -147,8 +158,10 @@ def test_skip_nonfinite_steps_trains_through_corrupt_rows_and_counts_them():
     config = small_config("unimodal", modalities=("fac", "mor"), outer_iterations=2, batch_size=50)
     with pytest.raises(NonFiniteLossError, match=r"\(fac\), step \d+: loss is nan"):
         train(config, corrupt)
-    results = train(small_config("unimodal", modalities=("fac", "mor"), outer_iterations=2, batch_size=50,
-                                 skip_nonfinite_steps=5), corrupt)
+    results = train(
+        small_config("unimodal", modalities=("fac", "mor"), outer_iterations=2, batch_size=50, skip_nonfinite_steps=5),
+        corrupt,
+    )
     skipped = [r["nonfinite_steps"] for r in results["history"]]
     assert skipped[0] > 0 and skipped[1] == 0  # fac's batches with a corrupt row; mor is clean.
     assert results["test"]["fac"]["accuracy"] > 0.6
@@ -156,8 +169,11 @@ def test_skip_nonfinite_steps_trains_through_corrupt_rows_and_counts_them():
 
 def test_outputs_that_overflow_while_every_bad_step_was_skipped_stop_naming_phase_and_cause():
     config = small_config("unimodal", modalities=("fac", "mor"), learning_rate=1e8, skip_nonfinite_steps=1000)
-    with pytest.raises(NonFiniteLossError, match=r"phase 1/2 \(fac\): the fac predictions hold non-finite values "
-                                                 r"after \d+ of 12 steps were skipped .* no checkpoint was written"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"phase 1/2 \(fac\): the fac predictions hold non-finite values "
+        r"after \d+ of 12 steps were skipped .* no checkpoint was written",
+    ):
         train(config, dataset(("fac", "mor")))
 
 

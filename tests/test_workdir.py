@@ -56,8 +56,10 @@ def test_a_non_empty_directory_without_a_run_is_refused_and_left_untouched(tmp_p
     before = snapshot(tmp_path)
     assert run.main(["--workdir", str(tmp_path), *FAST]) == 2
     errors, _ = error_lines(capsys)
-    assert errors == [f"error: --workdir {tmp_path} is not empty and holds no run of ours (results.json, "
-                      "results.md); nothing was touched: choose a new or empty --workdir."]
+    assert errors == [
+        f"error: --workdir {tmp_path} is not empty and holds no run of ours (results.json, "
+        "results.md); nothing was touched: choose a new or empty --workdir."
+    ]
     assert snapshot(tmp_path) == before
 
 
@@ -70,8 +72,9 @@ def test_a_fresh_run_writes_its_marker_first(tmp_path):
 def test_a_directory_holding_a_run_needs_resume(tmp_path, capsys):
     mark(tmp_path)
     assert run.main(["--workdir", str(tmp_path), *FAST]) == 2
-    assert error_lines(capsys)[0] == [f"error: --workdir {tmp_path} already holds a run; pass --resume "
-                                      "or choose another."]
+    assert error_lines(capsys)[0] == [
+        f"error: --workdir {tmp_path} already holds a run; pass --resume or choose another."
+    ]
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "foreign"])
@@ -90,31 +93,38 @@ def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys, layout):
         assert sorted(os.listdir(workdir)) == ([] if layout == "empty" else ["notes.txt"])
 
 
-@pytest.mark.parametrize("key,argv,difference", [
-    ("fusion", ["--fusion", "weighted"], "fusion: 'average' -> 'weighted'"),
-    ("config", ["--set", "tau=0.9"], "tau: 0.4 -> 0.9"),
-])
+@pytest.mark.parametrize(
+    "key,argv,difference",
+    [
+        ("fusion", ["--fusion", "weighted"], "fusion: 'average' -> 'weighted'"),
+        ("config", ["--set", "tau=0.9"], "tau: 0.4 -> 0.9"),
+    ],
+)
 def test_resume_with_other_settings_is_refused(tmp_path, capsys, key, argv, difference):
     mark(tmp_path)
     before = snapshot(tmp_path)
     assert run.main(["--workdir", str(tmp_path), "--resume", *FAST, *argv]) == 2
     errors, _ = error_lines(capsys)
-    assert len(errors) == 1 and errors[0].startswith(f"error: the run in {tmp_path} was started with other "
-                                                     "settings") and difference in errors[0]
+    assert (
+        len(errors) == 1
+        and errors[0].startswith(f"error: the run in {tmp_path} was started with other settings")
+        and difference in errors[0]
+    )
     assert snapshot(tmp_path) == before
 
 
 # --- the lock: one run per workdir -------------------------------------------------------------
 
 
-HOLD = ("import sys, time; from experiments.workdir import WorkdirLock; "
-        "WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)")
+HOLD = (
+    "import sys, time; from experiments.workdir import WorkdirLock; "
+    "WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+)
 
 
 def test_a_second_run_is_refused_at_once_naming_the_holder(tmp_path, capsys):
     mark(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         before = snapshot(tmp_path)
@@ -123,8 +133,10 @@ def test_a_second_run_is_refused_at_once_naming_the_holder(tmp_path, capsys):
         assert time.monotonic() - started < 60
         errors, _ = error_lines(capsys)
         assert len(errors) == 1
-        assert errors[0].startswith(f"error: --workdir {tmp_path} is in use by another run "
-                                    f"(pid {holder.pid} on host {socket.gethostname()} since ")
+        assert errors[0].startswith(
+            f"error: --workdir {tmp_path} is in use by another run "
+            f"(pid {holder.pid} on host {socket.gethostname()} since "
+        )
         assert errors[0].endswith("wait for it to end or stop it, or choose another --workdir.")
         assert snapshot(tmp_path) == before
     finally:
@@ -141,8 +153,10 @@ def test_a_stale_lock_of_a_dead_process_is_recovered_with_a_message(tmp_path):
     marker = json.loads((tmp_path / "run.json").read_text())
     lock = workdirs.open_workdir(str(tmp_path), resume=True, marker=marker, say=said.append)
     try:
-        assert said == [f"note: took over the lock of --workdir {tmp_path} left by pid {dead.pid} on host "
-                        f"{socket.gethostname()} since 1970-01-01 00:00:00 UTC, which is no longer running."]
+        assert said == [
+            f"note: took over the lock of --workdir {tmp_path} left by pid {dead.pid} on host "
+            f"{socket.gethostname()} since 1970-01-01 00:00:00 UTC, which is no longer running."
+        ]
         assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
     finally:
         lock.release()
@@ -155,8 +169,7 @@ def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path, capsys):
     path = tmp_path / "results.json"
     path.write_text("{}")
     assert run.main(["--workdir", str(path), *FAST]) == 2
-    assert error_lines(capsys)[0] == [f"error: --workdir {path} is a file, not a directory; "
-                                      "choose another --workdir."]
+    assert error_lines(capsys)[0] == [f"error: --workdir {path} is a file, not a directory; choose another --workdir."]
     assert run.main(["--workdir", str(path / "run"), *FAST]) == 2
     errors, _ = error_lines(capsys)
     assert len(errors) == 1 and errors[0].startswith("error: not a directory:") and str(path) in errors[0]
@@ -173,8 +186,10 @@ def test_permission_denied_is_one_error_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "open", refusing_open)
     assert run.main(["--workdir", str(tmp_path / "run"), *FAST]) == 2
     errors, _ = error_lines(capsys)
-    assert errors == [f"error: permission denied: {tmp_path / 'run' / 'run.lock'}; make it writable for this "
-                      "user or choose another --workdir."]
+    assert errors == [
+        f"error: permission denied: {tmp_path / 'run' / 'run.lock'}; make it writable for this "
+        "user or choose another --workdir."
+    ]
 
 
 @pytest.fixture
@@ -184,8 +199,7 @@ def tmpfs(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "mnt"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                      capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("mount -t tmpfs is not permitted here")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -200,13 +214,13 @@ def test_a_read_only_workdir_is_one_error_line_before_any_training(tmpfs, capsys
     remount(tmpfs, "ro")
     assert run.main(["--workdir", str(tmpfs / "new"), *FAST]) == 2
     errors, _ = error_lines(capsys)
-    assert errors == [f"error: read-only file system: {tmpfs / 'new'}; choose a --workdir on a writable "
-                      "file system."]
+    assert errors == [f"error: read-only file system: {tmpfs / 'new'}; choose a --workdir on a writable file system."]
     started = time.monotonic()
     assert run.main(["--workdir", str(tmpfs / "resumed"), "--resume", *FAST]) == 2
     errors, err = error_lines(capsys)
-    assert errors == [f"error: read-only file system: {tmpfs / 'resumed' / 'run.lock'}; choose a --workdir on "
-                      "a writable file system."]
+    assert errors == [
+        f"error: read-only file system: {tmpfs / 'resumed' / 'run.lock'}; choose a --workdir on a writable file system."
+    ]
     assert "phase" not in err and time.monotonic() - started < 60  # Refused before training: no hang.
 
 
@@ -214,8 +228,13 @@ def test_no_space_left_is_one_error_line_and_leaves_no_empty_results(tmpfs):
     workdir = tmpfs / "run"
     # A checkpoint (~1 MB) does not fit in 512 kB. A process of its own: what reaches the terminal,
     # TensorStore's unraisable callback errors included (pytest would collect those in-process).
-    completed = subprocess.run([sys.executable, "-m", "experiments.run", "--workdir", str(workdir), "--quiet",
-                                *FAST], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--workdir", str(workdir), "--quiet", *FAST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 2
     err = completed.stderr
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -240,10 +259,13 @@ def test_atomic_writes_keep_the_old_file_on_a_full_disk(tmpfs):
 
 
 def test_storage_faults_inside_orbax_errors_are_recognised():
-    error = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/2.orbax-checkpoint-tmp/x": '
-                       'Failed to write 8191 bytes to file 5: No space left on device [OS error: 28]')
-    assert workdirs.storage_fault(error) == ("no space left on device: /w/checkpoints/2; "
-                                             "free space there, then continue with --resume.")
+    error = ValueError(
+        'RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/2.orbax-checkpoint-tmp/x": '
+        "Failed to write 8191 bytes to file 5: No space left on device [OS error: 28]"
+    )
+    assert workdirs.storage_fault(error) == (
+        "no space left on device: /w/checkpoints/2; free space there, then continue with --resume."
+    )
     assert workdirs.storage_fault(ValueError("probs must be finite")) is None
 
 
@@ -251,9 +273,16 @@ def test_storage_faults_inside_orbax_errors_are_recognised():
 
 
 def record(phase):
-    return {"phase": phase, "num_phases": 2, "name": ["fac", "mor"][phase], "headline": "average",
-            "loss": 1.5 - phase, "nonfinite_steps": 0, "step_losses": [2.0, 1.0],
-            "selection": {n: {"accuracy": 0.5, "macro_f1": 0.4, "map": 0.6} for n in ("average", "fac", "mor")}}
+    return {
+        "phase": phase,
+        "num_phases": 2,
+        "name": ["fac", "mor"][phase],
+        "headline": "average",
+        "loss": 1.5 - phase,
+        "nonfinite_steps": 0,
+        "step_losses": [2.0, 1.0],
+        "selection": {n: {"accuracy": 0.5, "macro_f1": 0.4, "map": 0.6} for n in ("average", "fac", "mor")},
+    }
 
 
 def test_logs_are_rebuilt_from_the_history_never_parsed(tmp_path):
@@ -276,9 +305,23 @@ def test_logs_are_rebuilt_from_the_history_never_parsed(tmp_path):
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_with_one_line(tmp_path, signum, code):
-    process = subprocess.Popen([sys.executable, "-m", "experiments.run", "--workdir", str(tmp_path / "run"),
-                                "--quiet", *FAST, "--set", "outer_iterations=3"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--quiet",
+            *FAST,
+            "--set",
+            "outer_iterations=3",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         title = process.stderr.readline()  # Printed once the workdir is open, before training.
         assert title.startswith("mfeat (fac, mor)"), title + process.stderr.read()

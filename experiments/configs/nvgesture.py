@@ -30,7 +30,8 @@ PRETRAINED_WEIGHTS = {
 
 def get_config() -> dict:
     return {
-        **paper.METHOD, **paper.SGD,
+        **paper.METHOD,
+        **paper.SGD,
         # The released code's order and stages: 50 epochs per modality, twice round.
         "modalities": ("depth", "rgb", "flow"),
         "phase_schedule": (50,),

@@ -12,7 +12,8 @@ ADAM = {"optimizer": "adam", "learning_rate": 1e-5, "weight_decay": 0.0}
 REFERENCE = {"lr_schedule": "step"}
 
 AUDIO_VISUAL = {
-    **METHOD, **SGD,
+    **METHOD,
+    **SGD,
     "modalities": ("audio", "visual"),
     "encoder": "audio=resnet18,visual=frames_resnet18",
     "dim": 512,
@@ -27,7 +28,8 @@ AUDIO_VISUAL = {
     "imagenet_normalize": ("visual",),
 }
 IMAGE_TEXT = {
-    **METHOD, **ADAM,
+    **METHOD,
+    **ADAM,
     "encoder": "image=resnet50,text=bert",
     "dim": 1024,
     "batch_size": 32,
@@ -59,5 +61,7 @@ def missing_pretrained_warning(dataset: str, config) -> str:
     if not missing:
         return ""
     wanted = "; ".join(f"{m}: {assumed[m]}" for m in missing)
-    return (f"warning: the paper's {dataset} setting starts from pretrained encoders, which this run lacks "
-            f"({wanted}); see experiments/configs/{dataset}.py.")
+    return (
+        f"warning: the paper's {dataset} setting starts from pretrained encoders, which this run lacks "
+        f"({wanted}); see experiments/configs/{dataset}.py."
+    )

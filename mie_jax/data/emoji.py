@@ -81,9 +81,9 @@ _GROUP_LINE = re.compile(r"# group: (.+)")
 _EMOJI_LINE = re.compile(
     r"([0-9A-F]{4,6}(?: [0-9A-F]{4,6})*) *; *"
     r"(component|fully-qualified|minimally-qualified|unqualified) *"
-    r"# (\S+) (?:E\d+\.\d+ )?(\S.*)")
-_ARRAYS = ("images", "names", "labels", "codepoints", "groups",
-           *(f"{split}_indices" for split in SPLITS))
+    r"# (\S+) (?:E\d+\.\d+ )?(\S.*)"
+)
+_ARRAYS = ("images", "names", "labels", "codepoints", "groups", *(f"{split}_indices" for split in SPLITS))
 
 
 def prepare_emoji(
@@ -134,9 +134,12 @@ def prepare_emoji(
     font = _load_font(Path(font_path), font_size)
     codepoints = [row[0] for row in rows]
     labels = np.array([GROUPS.index(row[2]) for row in rows], dtype=np.int32)
-    images = np.stack([
-        _render("".join(chr(int(cp, 16)) for cp in sequence.split()), font, embedded_color, image_size)
-        for sequence in codepoints])
+    images = np.stack(
+        [
+            _render("".join(chr(int(cp, 16)) for cp in sequence.split()), font, embedded_color, image_size)
+            for sequence in codepoints
+        ]
+    )
     arrays = {
         "images": images,
         "names": np.array([row[1] for row in rows], dtype=str),
@@ -197,8 +200,8 @@ def _parse_emoji_test(path: Path) -> list[tuple[str, str, str]]:
     """Returns (code points, name, group) of every emoji the dataset keeps."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"emoji-test.txt {str(path)!r} does not exist; the Debian package unicode-data "
-            f"provides it ({_APT_HINT}).")
+            f"emoji-test.txt {str(path)!r} does not exist; the Debian package unicode-data provides it ({_APT_HINT})."
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
@@ -211,20 +214,19 @@ def _parse_emoji_test(path: Path) -> list[tuple[str, str, str]]:
         if header:
             group = header.group(1)
             if group not in GROUPS and group != _DROPPED_GROUP:
-                raise ValueError(f"{path}:{number}: expected a group in {list(GROUPS)} or "
-                                 f"{_DROPPED_GROUP!r}, got {group!r}.")
+                raise ValueError(
+                    f"{path}:{number}: expected a group in {list(GROUPS)} or {_DROPPED_GROUP!r}, got {group!r}."
+                )
             continue
         if not line.strip() or line.startswith("#"):
             continue
         match = _EMOJI_LINE.fullmatch(line.strip())
         if not match:
-            raise ValueError(f"{path}:{number}: expected 'code points ; status # emoji "
-                             f"E<version> name', got {line!r}.")
+            raise ValueError(f"{path}:{number}: expected 'code points ; status # emoji E<version> name', got {line!r}.")
         sequence, status, emoji, name = match.groups()
         codes = [int(code, 16) for code in sequence.split()]
         if emoji != "".join(map(chr, codes)):
-            raise ValueError(f"{path}:{number}: expected the emoji of code points {sequence}, "
-                             f"got {emoji!r}.")
+            raise ValueError(f"{path}:{number}: expected the emoji of code points {sequence}, got {emoji!r}.")
         if group is None:
             raise ValueError(f"{path}:{number}: expected a '# group:' line before the first emoji.")
         if status != "fully-qualified" or group == _DROPPED_GROUP:
@@ -235,8 +237,9 @@ def _parse_emoji_test(path: Path) -> list[tuple[str, str, str]]:
             name = name.removeprefix(prefix)
         rows.append((sequence, name, group))
     if not rows:
-        raise ValueError(f"emoji-test.txt {str(path)!r} holds no fully-qualified emoji outside "
-                         f"the {_DROPPED_GROUP!r} group.")
+        raise ValueError(
+            f"emoji-test.txt {str(path)!r} holds no fully-qualified emoji outside the {_DROPPED_GROUP!r} group."
+        )
     return rows
 
 
@@ -245,14 +248,16 @@ def _load_font(path: Path, size: int) -> ImageFont.FreeTypeFont:
     if not path.is_file():
         raise FileNotFoundError(
             f"font {str(path)!r} does not exist; the Debian package fonts-noto-color-emoji "
-            f"provides Noto Color Emoji ({_APT_HINT}).")
+            f"provides Noto Color Emoji ({_APT_HINT})."
+        )
     try:
         # Flags, keycaps and ZWJ sequences are one glyph only after shaping by
         # Raqm; Pillow warns if it lacks Raqm and would draw their parts apart.
         return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.RAQM)
     except OSError as error:
-        raise ValueError(f"font {str(path)!r} cannot be loaded at size {size}: {error} "
-                         f"(Noto Color Emoji loads only at size 109).") from None
+        raise ValueError(
+            f"font {str(path)!r} cannot be loaded at size {size}: {error} (Noto Color Emoji loads only at size 109)."
+        ) from None
 
 
 def _render(text: str, font: ImageFont.FreeTypeFont, embedded_color: bool, size: int) -> np.ndarray:
@@ -272,8 +277,7 @@ def _render(text: str, font: ImageFont.FreeTypeFont, embedded_color: bool, size:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Reads and checks the arrays of an emoji npz file."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"path {str(path)!r} does not exist or is not a file; build it with prepare_emoji().")
+        raise FileNotFoundError(f"path {str(path)!r} does not exist or is not a file; build it with prepare_emoji().")
     # Content problems raised inside the block share the corrupt-file message.
     try:
         archive = np.load(path, allow_pickle=False)
@@ -293,8 +297,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _check_arrays(arrays: dict[str, np.ndarray]) -> None:
     """Raises ValueError unless the arrays have the layout prepare_emoji writes."""
     images = arrays["images"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 \
-            or images.shape[1] != images.shape[2]:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"'images' must be uint8 [n, S, S, 3], got {images.dtype} {images.shape}")
     num_rows = images.shape[0]
     for key in ("names", "labels", "codepoints"):
@@ -302,13 +305,11 @@ def _check_arrays(arrays: dict[str, np.ndarray]) -> None:
             raise ValueError(f"{key!r} must have shape {(num_rows,)}, got {arrays[key].shape}")
     if tuple(arrays["groups"].tolist()) != GROUPS:
         raise ValueError(f"'groups' must be {list(GROUPS)}, got {arrays['groups'].tolist()}")
-    if arrays["labels"].dtype != np.int32 or not np.all(
-            (arrays["labels"] >= 0) & (arrays["labels"] < len(GROUPS))):
+    if arrays["labels"].dtype != np.int32 or not np.all((arrays["labels"] >= 0) & (arrays["labels"] < len(GROUPS))):
         raise ValueError(f"'labels' must be int32 in [0, {len(GROUPS)})")
     for split in SPLITS:
         indices = arrays[f"{split}_indices"]
-        if indices.ndim != 1 or indices.dtype.kind not in "iu" or not np.all(
-                (indices >= 0) & (indices < num_rows)):
+        if indices.ndim != 1 or indices.dtype.kind not in "iu" or not np.all((indices >= 0) & (indices < num_rows)):
             raise ValueError(f"'{split}_indices' must be row indices in [0, {num_rows})")
 
 
@@ -324,8 +325,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=32)
     args = parser.parse_args(argv)
     try:
-        path = prepare_emoji(args.output_dir, emoji_test_path=args.emoji_test, font_path=args.font,
-                             image_size=args.image_size)
+        path = prepare_emoji(
+            args.output_dir, emoji_test_path=args.emoji_test, font_path=args.font, image_size=args.image_size
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

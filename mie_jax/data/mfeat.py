@@ -73,7 +73,7 @@ def split_indices(
         start = 0
         for name, fraction in zip(names, fractions):
             count = round(fraction * len(members))
-            parts[name].append(members[start:start + count])
+            parts[name].append(members[start : start + count])
             start += count
         parts[names[-1]].append(members[start:])
     return {name: np.sort(np.concatenate(parts[name])) for name in names}
@@ -137,15 +137,13 @@ def _check_views(views: Sequence[str]) -> tuple[str, ...]:
     # A bare string is a sequence of characters, which would give a confusing
     # "unknown view 'f'" error below.
     if isinstance(views, str):
-        raise ValueError(f"views must be a sequence of view names such as "
-                         f"({views!r},), got the string {views!r}.")
+        raise ValueError(f"views must be a sequence of view names such as ({views!r},), got the string {views!r}.")
     views = tuple(views)
     if not views:
         raise ValueError(f"views must name at least one of {list(VIEWS)}, got none.")
     for position, view in enumerate(views):
         if view not in VIEWS:
-            raise ValueError(
-                f"views must be names from {list(VIEWS)}, got unknown view {view!r}.")
+            raise ValueError(f"views must be names from {list(VIEWS)}, got unknown view {view!r}.")
         if view in views[:position]:
             raise ValueError(f"views must be distinct, got {view!r} more than once.")
     return views
@@ -166,16 +164,14 @@ def _read_npz(path: Path, views: tuple[str, ...]) -> dict[str, np.ndarray]:
                 raise ValueError(f"it lacks the arrays {missing}")
             arrays = {key: archive[key] for key in ("labels", *views)}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise ValueError(
-            f"path {str(path)!r} is not a valid mfeat npz file: {error}") from None
+        raise ValueError(f"path {str(path)!r} is not a valid mfeat npz file: {error}") from None
 
     if arrays["labels"].ndim != 1:
-        raise ValueError(f"path {str(path)!r} must hold 'labels' of shape [n], "
-                         f"got shape {arrays['labels'].shape}.")
+        raise ValueError(f"path {str(path)!r} must hold 'labels' of shape [n], got shape {arrays['labels'].shape}.")
     num_rows = arrays["labels"].shape[0]
     for view in views:
         if arrays[view].shape != (num_rows, VIEWS[view]):
             raise ValueError(
-                f"path {str(path)!r} must hold {view!r} of shape "
-                f"{(num_rows, VIEWS[view])}, got {arrays[view].shape}.")
+                f"path {str(path)!r} must hold {view!r} of shape {(num_rows, VIEWS[view])}, got {arrays[view].shape}."
+            )
     return arrays

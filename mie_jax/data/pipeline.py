@@ -77,7 +77,7 @@ def random_resized_crop_and_flip(
     crops.check_bounds(scale, ratio)
     height, width = image.shape[-3:-1]
     top, left, crop_height, crop_width = crops.crop_box(height, width, rng, scale, ratio)
-    cropped = image[..., top:top + crop_height, left:left + crop_width, :]
+    cropped = image[..., top : top + crop_height, left : left + crop_width, :]
     frames = cropped.reshape((-1,) + cropped.shape[-3:])
     resized = np.stack([_resize(frame, height, width) for frame in frames]).reshape(image.shape)
     if rng.random() < 0.5:
@@ -94,8 +94,10 @@ def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     if frame.shape[-1] == 3:  # One call for RGB: twice as fast as three.
         return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(size, Image.BILINEAR))
     # Channel by channel for other counts (depth 1, optical flow 2), which PIL has no mode for.
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(frame[..., c])).resize(size, Image.BILINEAR))
-                for c in range(frame.shape[-1])]
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(frame[..., c])).resize(size, Image.BILINEAR))
+        for c in range(frame.shape[-1])
+    ]
     return np.stack(channels, axis=-1)
 
 
@@ -212,7 +214,8 @@ def modality_pipeline(
     # Adjacent seeds must not share epochs: grain's shuffle seeds epoch e with seed + e.
     grain_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
     examples = grain.MapDataset.source(source).random_map(
-        functools.partial(_transform_example, fields=tuple(fields), transforms=field_transforms), seed=grain_seed)
+        functools.partial(_transform_example, fields=tuple(fields), transforms=field_transforms), seed=grain_seed
+    )
     # Shuffling above the random map keeps an example's generator tied to its
     # index (and the epoch), not to its position in the order.
     if shuffle:
@@ -220,7 +223,7 @@ def modality_pipeline(
     batches = examples.batch(batch_size, drop_remainder=drop_remainder)
     # Repeating reseeds the shuffle and the generators every epoch; batching
     # before repeating keeps each batch within one epoch.
-    batches = batches.repeat(epoch + num_epochs)[epoch * len(batches):]
+    batches = batches.repeat(epoch + num_epochs)[epoch * len(batches) :]
     pipeline = batches.to_iter_dataset(READ_OPTIONS)
     if num_workers > 0:
         _allow_workers_without_absl_flags()
@@ -253,8 +256,10 @@ def _check_arguments(source, fields, transforms, batch_size, seed, drop_remainde
     if len(source) == 0:
         raise ValueError("source has no examples.")
     if drop_remainder and batch_size > len(source):
-        raise ValueError(f"batch_size {batch_size} exceeds the source's {len(source)} examples with "
-                         "drop_remainder: no batch would be left.")
+        raise ValueError(
+            f"batch_size {batch_size} exceeds the source's {len(source)} examples with "
+            "drop_remainder: no batch would be left."
+        )
     if isinstance(fields, str) or not fields:
         raise ValueError(f"fields must be a non-empty sequence of field names, got {fields!r}.")
     available = sorted(source[0])

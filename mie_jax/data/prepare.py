@@ -59,21 +59,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m mie_jax.data.prepare",
-        description="Prepares a paper dataset from its published files, as training would on first use.")
+        description="Prepares a paper dataset from its published files, as training would on first use.",
+    )
     parser.add_argument("--dataset", required=True, choices=builders.PAPER_DATASETS)
     parser.add_argument("--data-dir", required=True, help="the directory of the dataset's published files")
     parser.add_argument("--prepared-dir", help="where to write the prepared copy (default: DATA_DIR/prepared)")
-    parser.add_argument("--image-size", type=_size, default=0,
-                        help="decoded image and frame size (default 0: the dataset's, 224; 112 for NVGesture)")
-    parser.add_argument("--num-frames", type=_size, default=0,
-                        help="frames kept per video clip (default 0: the dataset's)")
+    parser.add_argument(
+        "--image-size",
+        type=_size,
+        default=0,
+        help="decoded image and frame size (default 0: the dataset's, 224; 112 for NVGesture)",
+    )
+    parser.add_argument(
+        "--num-frames", type=_size, default=0, help="frames kept per video clip (default 0: the dataset's)"
+    )
     args = parser.parse_args(argv)
     prepared_dir = args.prepared_dir or default_prepared_dir(args.data_dir)
     try:
         # TFDS prints its progress to stdout: to stderr with its log, so that stdout is the report alone.
         with contextlib.redirect_stdout(sys.stderr):
-            builder = builders.prepare(builders.builder_class(args.dataset), args.data_dir, prepared_dir,
-                                       image_size=args.image_size, num_frames=args.num_frames)
+            builder = builders.prepare(
+                builders.builder_class(args.dataset),
+                args.data_dir,
+                prepared_dir,
+                image_size=args.image_size,
+                num_frames=args.num_frames,
+            )
     # A layout error names the file (and line); an OSError, e.g. an unwritable --prepared-dir, names the path.
     except (builders.DataLayoutError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

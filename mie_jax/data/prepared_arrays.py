@@ -73,9 +73,10 @@ class _RowWriter:
         self.shape = () if field == "label" else tuple(feature.shape)
         self.partial = f"{self.path}.{os.getpid()}.tmp"
         self.file = open(self.partial, "wb")
-        np.lib.format.write_array_header_2_0(self.file, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-            "shape": (count, *self.shape)})
+        np.lib.format.write_array_header_2_0(
+            self.file,
+            {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count, *self.shape)},
+        )
         self.written = 0
 
     def write(self, row) -> None:

@@ -46,12 +46,16 @@ def check_dataset(dataset: MultimodalDataset) -> None:
             if modality not in inputs:
                 raise ValueError(f"{dataset.name} {split}: no inputs for modality {modality!r}.")
             if len(inputs[modality]) != len(labels):
-                raise ValueError(f"{dataset.name} {split}: modality {modality!r} has {len(inputs[modality])} rows "
-                                 f"but there are {len(labels)} labels; every modality needs one row per example.")
+                raise ValueError(
+                    f"{dataset.name} {split}: modality {modality!r} has {len(inputs[modality])} rows "
+                    f"but there are {len(labels)} labels; every modality needs one row per example."
+                )
         labels = np.asarray(labels)
         if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
-            raise ValueError(f"{dataset.name} {split}: labels must lie in [0, {dataset.num_classes}), "
-                             f"found {labels.min()} to {labels.max()}.")
+            raise ValueError(
+                f"{dataset.name} {split}: labels must lie in [0, {dataset.num_classes}), "
+                f"found {labels.min()} to {labels.max()}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +112,10 @@ def _load_emoji(modalities, options):
     splits = {}
     for split in SPLITS:
         arrays = emoji.load_emoji(data_dir, split=split)
-        inputs = {"image": arrays["image"],
-                  "text": bert.tokenize(tokenizer, arrays["text"], options.text_length or EMOJI_TEXT_LENGTH)[0]}
+        inputs = {
+            "image": arrays["image"],
+            "text": bert.tokenize(tokenizer, arrays["text"], options.text_length or EMOJI_TEXT_LENGTH)[0],
+        }
         splits[split] = Split({m: inputs[m] for m in modalities}, arrays["label"])
     return len(emoji.GROUPS), splits
 
@@ -135,8 +141,9 @@ def _load_paper(name, modalities, options):
     if unknown:
         raise ValueError(f"{name} has the modalities {list(cls.MODALITIES)}, got unknown {unknown}.")
     prepared_dir = options.prepared_dir or prepare.default_prepared_dir(options.data_dir)
-    builder = builders.prepare(cls, options.data_dir, prepared_dir,
-                               image_size=options.image_size, num_frames=options.num_frames)
+    builder = builders.prepare(
+        cls, options.data_dir, prepared_dir, image_size=options.image_size, num_frames=options.num_frames
+    )
     features = builder.info.features
     text_length = options.text_length or PAPER_TEXT_LENGTH
     tokenizer = None
@@ -156,13 +163,20 @@ def _load_paper(name, modalities, options):
         published[split] = Split({m: column(paths[m], m) for m in modalities}, np.load(paths["label"]))
     if "validation" not in published:
         train = published.pop("train")
-        parts = mfeat.split_indices(train.labels, options.seed, fractions=(1 - VALIDATION_FRACTION,),
-                                    names=("train", "validation"))
+        parts = mfeat.split_indices(
+            train.labels, options.seed, fractions=(1 - VALIDATION_FRACTION,), names=("train", "validation")
+        )
         if not len(parts["validation"]):
-            raise ValueError(f"{name}: holding out {VALIDATION_FRACTION:.0%} of each training class left no "
-                             f"validation example ({len(parts['train'])} training examples).")
-        published.update({split: Split({m: columns.take_rows(c, rows) for m, c in train.inputs.items()},
-                                       train.labels[rows]) for split, rows in parts.items()})
+            raise ValueError(
+                f"{name}: holding out {VALIDATION_FRACTION:.0%} of each training class left no "
+                f"validation example ({len(parts['train'])} training examples)."
+            )
+        published.update(
+            {
+                split: Split({m: columns.take_rows(c, rows) for m, c in train.inputs.items()}, train.labels[rows])
+                for split, rows in parts.items()
+            }
+        )
     return len(features["label"].names), {split: published[split] for split in SPLITS}
 
 

@@ -42,8 +42,10 @@ def convert(source, destination) -> int:
     try:
         import torch  # noqa: F401 (only to say plainly that converting needs it)
     except ImportError:
-        raise ImportError("converting needs torch, which is not installed: run this where torch is "
-                          "(pip install torch), then copy the .safetensors file.") from None
+        raise ImportError(
+            "converting needs torch, which is not installed: run this where torch is "
+            "(pip install torch), then copy the .safetensors file."
+        ) from None
     arrays = pretrained.read_state_dict(source)
     # safetensors refuses non-contiguous arrays, and views of one buffer.
     save_file({name: array.copy(order="C") for name, array in arrays.items()}, str(destination))

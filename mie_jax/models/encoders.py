@@ -42,8 +42,16 @@ class ProjectedEncoder(nnx.Module):
     pytorch-i3d's loaders scale the frames and flow its weights were trained on.
     """
 
-    def __init__(self, backbone: nnx.Module, in_features: int, dim: int, *, rngs: nnx.Rngs,
-                 imagenet_normalize: bool = False, signed_pixels: bool = False):
+    def __init__(
+        self,
+        backbone: nnx.Module,
+        in_features: int,
+        dim: int,
+        *,
+        rngs: nnx.Rngs,
+        imagenet_normalize: bool = False,
+        signed_pixels: bool = False,
+    ):
         self.backbone = backbone
         self.projection = nnx.Linear(in_features, dim, rngs=rngs)
         self.imagenet_normalize = imagenet_normalize
@@ -118,12 +126,16 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
         raise ValueError(f"encoder {name!r} expects examples with {expected} axes, got shape {shape}.")
     imagenet_normalize = modality in config.imagenet_normalize
     if imagenet_normalize and (name in ("mlp", "bert") or shape[-1] != 3):
-        raise ValueError(f"imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
-                         f"{shape}; expected RGB images or clips (3 channels last) into an image encoder.")
+        raise ValueError(
+            f"imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
+            f"{shape}; expected RGB images or clips (3 channels last) into an image encoder."
+        )
     weights_path = pretrained.weights_by_modality(config.encoder_weights, config.modalities).get(modality)
     if weights_path and name in ("mlp", "bert"):
-        raise ValueError(f"encoder_weights names {modality!r}, whose encoder {name!r} takes none; expected a "
-                         f"ResNet or I3D modality{' (BERT loads from bert_dir)' if name == 'bert' else ''}.")
+        raise ValueError(
+            f"encoder_weights names {modality!r}, whose encoder {name!r} takes none; expected a "
+            f"ResNet or I3D modality{' (BERT loads from bert_dir)' if name == 'bert' else ''}."
+        )
     if name == "mlp":
         return MLPEncoder(shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
     if name == "bert":
@@ -133,13 +145,20 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
         backbone = I3D(shape[-1], width_multiplier=config.resnet_width / 64, rngs=rngs)
         if weights_path:
             pretrained.load_backbone(backbone, weights_path)
-        return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
-                                imagenet_normalize=imagenet_normalize, signed_pixels=bool(weights_path))
+        return ProjectedEncoder(
+            backbone,
+            backbone.out_features,
+            config.dim,
+            rngs=rngs,
+            imagenet_normalize=imagenet_normalize,
+            signed_pixels=bool(weights_path),
+        )
     make = resnet50 if name == "resnet50" else resnet18
     backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
     if weights_path:
         pretrained.load_backbone(backbone, weights_path)
     if name == "frames_resnet18":
         backbone = FrameResNet(backbone)
-    return ProjectedEncoder(backbone, backbone.out_features, config.dim, rngs=rngs,
-                            imagenet_normalize=imagenet_normalize)
+    return ProjectedEncoder(
+        backbone, backbone.out_features, config.dim, rngs=rngs, imagenet_normalize=imagenet_normalize
+    )

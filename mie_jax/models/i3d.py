@@ -89,8 +89,11 @@ MIXED_CHANNELS = {
     "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
 # The Inception modules after each of the three max-pools (MaxPool3d_3a, 4a, 5a).
-STAGES = (("Mixed_3b", "Mixed_3c"), ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"),
-          ("Mixed_5b", "Mixed_5c"))
+STAGES = (
+    ("Mixed_3b", "Mixed_3c"),
+    ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"),
+    ("Mixed_5b", "Mixed_5c"),
+)
 # (window, strides) of those max-pools over (T, H, W).
 STAGE_POOLS = (((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2)))
 

@@ -120,8 +120,9 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not all(torch.is_tensor(v) for v in checkpoint.values()):
-        raise ValueError(f"weights file {path}: expected a state dict (names -> tensors), "
-                         f"got {type(checkpoint).__name__}.")
+        raise ValueError(
+            f"weights file {path}: expected a state dict (names -> tensors), got {type(checkpoint).__name__}."
+        )
     # float() for bfloat16, which NumPy lacks; the loaders cast to the model's dtype anyway.
     return {name: (t.float() if t.is_floating_point() else t).numpy() for name, t in checkpoint.items()}
 
@@ -173,14 +174,27 @@ def _i3d_name(path) -> str:
 
 def _fit_one_channel_stem(array: np.ndarray, expected: tuple, reduce) -> np.ndarray:
     """An RGB stem kernel (torch layout) reduced over its input channels, when the model's stem takes one."""
-    if expected[1] == 1 and array.ndim == len(expected) and array.shape[1] == 3 \
-            and array.shape[:1] + array.shape[2:] == expected[:1] + expected[2:]:
+    if (
+        expected[1] == 1
+        and array.ndim == len(expected)
+        and array.shape[1] == 3
+        and array.shape[:1] + array.shape[2:] == expected[:1] + expected[2:]
+    ):
         return reduce(array, axis=1, keepdims=True)
     return array
 
 
-def _load(model: nnx.Module, weights: Mapping[str, np.ndarray], source, *, name_of, layout: str,
-          dropped_prefixes: Sequence[str], stem: str, reduce_stem) -> None:
+def _load(
+    model: nnx.Module,
+    weights: Mapping[str, np.ndarray],
+    source,
+    *,
+    name_of,
+    layout: str,
+    dropped_prefixes: Sequence[str],
+    stem: str,
+    reduce_stem,
+) -> None:
     """Checks every weight of ``weights`` against ``model``'s variables, then writes them all."""
     weights = {k.removeprefix(_DATA_PARALLEL_PREFIX): v for k, v in weights.items()}
     assignments = []
@@ -203,8 +217,10 @@ def _load(model: nnx.Module, weights: Mapping[str, np.ndarray], source, *, name_
     for name, array in weights.items():
         dropped = name.endswith("num_batches_tracked") or name.startswith(tuple(dropped_prefixes))
         if name not in used and not dropped:
-            raise ValueError(f"{source}: unexpected weight {name} of shape {tuple(np.shape(array))}; "
-                             f"{layout} has no such weight (expected shape: none).")
+            raise ValueError(
+                f"{source}: unexpected weight {name} of shape {tuple(np.shape(array))}; "
+                f"{layout} has no such weight (expected shape: none)."
+            )
     for variable, array, _ in assignments:
         variable.set_value(jnp.asarray(array, dtype=variable.get_value().dtype))
 
@@ -225,8 +241,16 @@ def load_resnet(model: ResNet, weights: Mapping[str, np.ndarray], source="weight
         ValueError: A weight missing, unexpected or of the wrong shape; nothing is written then.
     """
     layout = f"torchvision's ResNet layout ({model.block_type} blocks, stages {model.stage_sizes})"
-    _load(model, weights, source, name_of=_resnet_name(model), layout=layout, dropped_prefixes=("fc.",),
-          stem="conv1.weight", reduce_stem=np.sum)
+    _load(
+        model,
+        weights,
+        source,
+        name_of=_resnet_name(model),
+        layout=layout,
+        dropped_prefixes=("fc.",),
+        stem="conv1.weight",
+        reduce_stem=np.sum,
+    )
 
 
 def load_i3d(model: I3D, weights: Mapping[str, np.ndarray], source="weights") -> None:
@@ -244,8 +268,16 @@ def load_i3d(model: I3D, weights: Mapping[str, np.ndarray], source="weights") ->
     Raises:
         ValueError: A weight missing, unexpected or of the wrong shape; nothing is written then.
     """
-    _load(model, weights, source, name_of=_i3d_name, layout="pytorch-i3d's InceptionI3d layout",
-          dropped_prefixes=("logits.",), stem="Conv3d_1a_7x7.conv3d.weight", reduce_stem=np.mean)
+    _load(
+        model,
+        weights,
+        source,
+        name_of=_i3d_name,
+        layout="pytorch-i3d's InceptionI3d layout",
+        dropped_prefixes=("logits.",),
+        stem="Conv3d_1a_7x7.conv3d.weight",
+        reduce_stem=np.mean,
+    )
 
 
 def load_backbone(backbone: nnx.Module, path) -> None:
@@ -267,5 +299,6 @@ def load_backbone(backbone: nnx.Module, path) -> None:
     elif isinstance(backbone, I3D):
         load_i3d(backbone, read_state_dict(path), path)
     else:
-        raise TypeError(f"pretrained weights ({path}) load into a ResNet or I3D backbone, "
-                        f"got {type(backbone).__name__}.")
+        raise TypeError(
+            f"pretrained weights ({path}) load into a ResNet or I3D backbone, got {type(backbone).__name__}."
+        )

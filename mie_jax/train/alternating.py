@@ -23,9 +23,10 @@ from mie_jax.train import augment, batches, feed, loop, parallel, steps
 from mie_jax.train.config import TrainConfig
 
 
-def build_unimodal_classifier(config: TrainConfig, encoder_name: str, input_shape, num_classes: int,
-                              rngs: nnx.Rngs, modality: str = ""):
-    """The encoder ``encoder_name`` for ``modality``'s examples of ``input_shape``, to the common ``Dim``, and MIE's head."""
+def build_unimodal_classifier(
+    config: TrainConfig, encoder_name: str, input_shape, num_classes: int, rngs: nnx.Rngs, modality: str = ""
+):
+    """The encoder ``encoder_name`` for ``modality``'s examples of ``input_shape``, to ``Dim``, and MIE's head."""
     encoder = build_encoder(config, encoder_name, input_shape, rngs, modality)
     return UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
 
@@ -50,27 +51,34 @@ class AlternatingMethod:
         names = encoder_names(config, self.modalities)
         for m in self.modalities:
             model = build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
-            self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = (
-                steps.split_model(model)
-            )
+            self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = steps.split_model(model)
         self.online = config.covariance == "online" and config.uses_gradient_modification
         # Per-device SAM: one group per device of the mesh (one group without a mesh: global SAM).
         sam_groups = (mesh.size if mesh is not None else 1) if config.sam_per_device and config.uses_sam else 0
         self.train_steps = {
-            m: steps.make_train_step(g, self.tx, m, online_covariance=self.online,
-                                     statistic=config.covariance_statistic, mesh=mesh, sam_groups=sam_groups)
+            m: steps.make_train_step(
+                g,
+                self.tx,
+                m,
+                online_covariance=self.online,
+                statistic=config.covariance_statistic,
+                mesh=mesh,
+                sam_groups=sam_groups,
+            )
             for m, g in self.graphdefs.items()
         }
         self.chunk_runners = {m: loop.chunk_runner(step) for m, step in self.train_steps.items()}
         self.covariance_passes = {
-            m: steps.make_covariance_pass(g, statistic=config.covariance_statistic)
-            for m, g in self.graphdefs.items()
+            m: steps.make_covariance_pass(g, statistic=config.covariance_statistic) for m, g in self.graphdefs.items()
         }
         self.predicts = {m: steps.make_predict(g) for m, g in self.graphdefs.items()}
         # One compiled program for the three eigendecompositions (2.7x faster than op by op).
         rank = config.gm_rank or None
-        self.flat_transforms = jax.jit(lambda covariances: mie_jax.flat_transforms(
-            covariances, config.tau, rank, config.gm_tol if rank else None, solver=config.gm_solver))
+        self.flat_transforms = jax.jit(
+            lambda covariances: mie_jax.flat_transforms(
+                covariances, config.tau, rank, config.gm_tol if rank else None, solver=config.gm_solver
+            )
+        )
 
     @property
     def num_phases(self) -> int:
@@ -97,8 +105,12 @@ class AlternatingMethod:
         params = state["params"][modality]
         if phase == 0:  # Nothing trained before: T = I (Algorithm 1's start), in the form later phases use.
             rank = self.config.gm_rank
-            matrices = {l: mie_jax.LowRankTransform.identity(c.shape[0], min(rank, c.shape[0])) if rank
-                        else jnp.eye(c.shape[0]) for l, c in state["covariance"][modality].items()}
+            matrices = {
+                layer: mie_jax.LowRankTransform.identity(c.shape[0], min(rank, c.shape[0]))
+                if rank
+                else jnp.eye(c.shape[0])
+                for layer, c in state["covariance"][modality].items()
+            }
             if self.mesh is not None:  # Placed like later T, so the phase compiles once, not twice.
                 matrices = parallel.replicate(matrices, self.mesh)
         else:
@@ -125,9 +137,15 @@ class AlternatingMethod:
                 params, model_state = best_variables["params"][m], best_variables["model_state"][m]
             if config.fresh_optimizer_per_phase:
                 opt_state = self.tx.init(params)
-        return loop.PhasePlan(self.chunk_runners[m], self._transforms(state, phase, m),
-                              (params, model_state, opt_state, online), self.draws(phase),
-                              {m: self.inputs[m]}, self.labels, self.steps_per_epoch)
+        return loop.PhasePlan(
+            self.chunk_runners[m],
+            self._transforms(state, phase, m),
+            (params, model_state, opt_state, online),
+            self.draws(phase),
+            {m: self.inputs[m]},
+            self.labels,
+            self.steps_per_epoch,
+        )
 
     def state_inside(self, state, phase: int, carry) -> dict:
         """``state`` with the phase's carry in its modality's place: what a checkpoint inside a phase holds.
@@ -151,8 +169,9 @@ class AlternatingMethod:
         params, model_state = carry[0], carry[1]
         if config.uses_gradient_modification and config.covariance == "pass":
             group = max(1, config.eval_batch_size // config.covariance_batch_size)
-            covariance = self.covariance_passes[m](params, model_state, self.inputs[m],
-                                                   config.covariance_batch_size, group, self.mesh)
+            covariance = self.covariance_passes[m](
+                params, model_state, self.inputs[m], config.covariance_batch_size, group, self.mesh
+            )
             state = {**state, "covariance": {**state["covariance"], m: covariance}}
         return state
 
@@ -161,6 +180,9 @@ class AlternatingMethod:
         return {
             m: feed.map_batches(
                 lambda batch, m=m: self.predicts[m](variables["params"][m], variables["model_state"][m], batch[m]),
-                {m: inputs[m]}, self.config.eval_batch_size, self.mesh)
+                {m: inputs[m]},
+                self.config.eval_batch_size,
+                self.mesh,
+            )
             for m in self.modalities
         }

@@ -39,7 +39,8 @@ def crop_and_flip(images: jax.Array, boxes: jax.Array, flips: jax.Array) -> jax.
         translation = -jnp.stack([top, left]) * scale
         spatial = (image.ndim - 3, image.ndim - 2)
         resized = jax.image.scale_and_translate(
-            image.astype(jnp.float32), image.shape, spatial, scale, translation, method="linear", antialias=True)
+            image.astype(jnp.float32), image.shape, spatial, scale, translation, method="linear", antialias=True
+        )
         resized = jnp.where(flip, jnp.flip(resized, axis=-2), resized)
         return jnp.clip(jnp.round(resized), 0, 255).astype(image.dtype)
 
@@ -58,7 +59,8 @@ def check_augmentable(config, inputs) -> None:
         if array.dtype != jnp.uint8 or array.ndim not in (4, 5):
             raise ValueError(
                 f"augment names {m!r}, whose inputs are {array.dtype} {list(array.shape)}; expected uint8 "
-                "images [N, H, W, C] or clips [N, F, H, W, C].")
+                "images [N, H, W, C] or clips [N, F, H, W, C]."
+            )
 
 
 def phase_crops(config, inputs, phase: int, shape, modalities) -> dict:
@@ -68,5 +70,4 @@ def phase_crops(config, inputs, phase: int, shape, modalities) -> dict:
     augmentation on changes neither the batch order nor the mixup draws.
     """
     rng = batches.phase_rng(config.seed, phase, stream=AUGMENT_STREAM)
-    return {m: crops.crop_draws(rng, tuple(shape), *inputs[m].shape[-3:-1])
-            for m in modalities if m in config.augment}
+    return {m: crops.crop_draws(rng, tuple(shape), *inputs[m].shape[-3:-1]) for m in modalities if m in config.augment}

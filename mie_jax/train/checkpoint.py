@@ -87,20 +87,23 @@ class RunCheckpointer:
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as error:  # Unreadable JSON, undecodable bytes, missing files: all damage.
-            raise CheckpointDamagedError(f"checkpoint {path} is damaged: its metadata cannot be read "
-                                         f"({_first_line(error)}).") from None
+            raise CheckpointDamagedError(
+                f"checkpoint {path} is damaged: its metadata cannot be read ({_first_line(error)})."
+            ) from None
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise CheckpointDamagedError(f"checkpoint {path} is damaged: its metadata holds no config.")
         if META_CHECKSUM_KEY not in meta or CHECKSUMS_KEY not in meta:
-            raise CheckpointDamagedError(f"checkpoint {path} cannot be verified: its metadata holds no "
-                                         "checksums (damaged, or written by an older version).")
+            raise CheckpointDamagedError(
+                f"checkpoint {path} cannot be verified: its metadata holds no "
+                "checksums (damaged, or written by an older version)."
+            )
         if meta[META_CHECKSUM_KEY] != _meta_checksum(meta):
-            raise CheckpointDamagedError(f"checkpoint {path} is damaged: its metadata (config, history) "
-                                         "differs from its checksum at save.")
+            raise CheckpointDamagedError(
+                f"checkpoint {path} is damaged: its metadata (config, history) differs from its checksum at save."
+            )
         stored, current = meta["config"], config_to_json(config)
         differing = sorted(
-            k for k in set(stored) | set(current)
-            if k not in LAYOUT_KEYS and stored.get(k) != current.get(k)
+            k for k in set(stored) | set(current) if k not in LAYOUT_KEYS and stored.get(k) != current.get(k)
         )
         if differing:
             details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differing)
@@ -111,8 +114,11 @@ class RunCheckpointer:
         checksums = meta[CHECKSUMS_KEY]
         if not isinstance(checksums, dict):
             raise CheckpointDamagedError(f"checkpoint {path} is damaged: malformed array checksums.")
-        expected = {key: (entry["dtype"], list(entry["shape"])) for key, entry in checksums.items()
-                    if isinstance(entry, dict) and "dtype" in entry and "shape" in entry}
+        expected = {
+            key: (entry["dtype"], list(entry["shape"]))
+            for key, entry in checksums.items()
+            if isinstance(entry, dict) and "dtype" in entry and "shape" in entry
+        }
         if len(expected) != len(checksums):
             raise CheckpointDamagedError(f"checkpoint {path} is damaged: malformed array checksums.")
         wanted = tree_signature(target)
@@ -123,18 +129,20 @@ class RunCheckpointer:
             )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            )["state"]
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+                "state"
+            ]
         except Exception as error:  # The structure fits (checked above): a read failure is damage.
-            raise CheckpointDamagedError(f"checkpoint {path} is damaged: its arrays cannot be read "
-                                         f"({_first_line(error)}).") from None
+            raise CheckpointDamagedError(
+                f"checkpoint {path} is damaged: its arrays cannot be read ({_first_line(error)})."
+            ) from None
         actual = tree_checksums(restored)
         changed = sorted(k for k in checksums if actual.get(k, {}).get("sha256") != checksums[k].get("sha256"))
         if changed:
             raise CheckpointDamagedError(
                 f"checkpoint {path} is damaged: {len(changed)} array(s) differ from their checksum at save "
-                f"(first: {changed[0]}).")
+                f"(first: {changed[0]})."
+            )
         meta = {k: v for k, v in meta.items() if k not in (CHECKSUMS_KEY, META_CHECKSUM_KEY)}
         return restored, meta
 
@@ -165,12 +173,15 @@ class RunCheckpointer:
                 continue
             if damaged:
                 moved = [self._move_aside(s) for s in damaged]
-                warn(f"resuming from the newest intact checkpoint {self.step_path(step)} "
-                     f"instead; moved the damaged one(s) to {', '.join(moved)}.")
+                warn(
+                    f"resuming from the newest intact checkpoint {self.step_path(step)} "
+                    f"instead; moved the damaged one(s) to {', '.join(moved)}."
+                )
             return step, tree, meta
         raise CheckpointDamagedError(
             f"every checkpoint in {self.directory} is damaged (steps {', '.join(map(str, steps))}); "
-            "drop --resume and use another --workdir to start afresh.")
+            "drop --resume and use another --workdir to start afresh."
+        )
 
     def _move_aside(self, step: int) -> str:
         parent = os.path.join(os.path.dirname(self.directory), DAMAGED_DIRNAME)
@@ -194,9 +205,7 @@ class RunCheckpointer:
 
 def config_to_json(config) -> dict:
     """The config as JSON-compatible values (tuples become lists)."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def _meta_checksum(meta: dict) -> str:
@@ -219,8 +228,11 @@ def tree_checksums(tree: Any) -> dict:
     out = {}
     for (path, _), value in zip(flat, values):
         value = np.asarray(value)
-        out[jax.tree_util.keystr(path)] = {"dtype": str(value.dtype), "shape": list(value.shape),
-                                           "sha256": hashlib.sha256(value.tobytes(order="C")).hexdigest()}
+        out[jax.tree_util.keystr(path)] = {
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+            "sha256": hashlib.sha256(value.tobytes(order="C")).hexdigest(),
+        }
     return out
 
 
@@ -237,8 +249,9 @@ def tree_signature(tree: Any) -> dict:
 def _describe_difference(stored: dict, wanted: dict) -> str:
     missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
     if missing or extra:
-        parts = ([f"{len(missing)} array(s) of the model missing (first: {missing[0]})"] if missing else []) + \
-                ([f"{len(extra)} stored array(s) not in the model (first: {extra[0]})"] if extra else [])
+        parts = ([f"{len(missing)} array(s) of the model missing (first: {missing[0]})"] if missing else []) + (
+            [f"{len(extra)} stored array(s) not in the model (first: {extra[0]})"] if extra else []
+        )
         return "; ".join(parts)
     key = sorted(k for k in wanted if stored[k] != wanted[k])[0]
     return f"{key} is stored as {stored[key][0]}{stored[key][1]}, the model has {wanted[key][0]}{wanted[key][1]}"

@@ -208,12 +208,16 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}.")
         if len(self.modalities) < 2 and self.method not in ("unimodal",):
-            raise ValueError(f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}.")
+            raise ValueError(
+                f"modalities must name at least 2 modalities for {self.method}, got {list(self.modalities)}."
+            )
         for name in ("augment", "imagenet_normalize"):
             unknown = sorted(set(getattr(self, name)) - set(self.modalities))
             if unknown:
-                raise ValueError(f"{name} must name modalities of this run {list(self.modalities)}, got {unknown} "
-                                 f"(--set {name}= names none).")
+                raise ValueError(
+                    f"{name} must name modalities of this run {list(self.modalities)}, got {unknown} "
+                    f"(--set {name}= names none)."
+                )
         for name, low, note in _INT_RANGES:
             _check_int(name, getattr(self, name), low, note)
         if self.seed > _MAX_SEED:
@@ -225,9 +229,15 @@ class TrainConfig:
 
     def load_options(self, data_dir: Optional[str] = None) -> LoadOptions:
         """How to read the dataset for this run."""
-        return LoadOptions(data_dir=data_dir, seed=self.seed, text_dir=self.bert_dir or None,
-                           prepared_dir=self.prepared_dir or None, image_size=self.image_size,
-                           num_frames=self.num_frames, text_length=self.text_length)
+        return LoadOptions(
+            data_dir=data_dir,
+            seed=self.seed,
+            text_dir=self.bert_dir or None,
+            prepared_dir=self.prepared_dir or None,
+            image_size=self.image_size,
+            num_frames=self.num_frames,
+            text_length=self.text_length,
+        )
 
     def epochs_of_phase(self, phase: int) -> int:
         if self.phase_schedule:
@@ -262,14 +272,24 @@ _MAX_SEED = 2**32 - 1
 
 # (name, lowest value, what it means), checked as integers.
 _INT_RANGES = (
-    ("dim", 1, ""), ("resnet_width", 1, ""), ("encoder_hidden", 1, ""),
-    ("outer_iterations", 1, ""), ("phase_epochs", 1, ""), ("batch_size", 1, ""),
-    ("covariance_batch_size", 1, ""), ("lr_step_epochs", 1, ""), ("lr_patience", 1, ""),
+    ("dim", 1, ""),
+    ("resnet_width", 1, ""),
+    ("encoder_hidden", 1, ""),
+    ("outer_iterations", 1, ""),
+    ("phase_epochs", 1, ""),
+    ("batch_size", 1, ""),
+    ("covariance_batch_size", 1, ""),
+    ("lr_step_epochs", 1, ""),
+    ("lr_patience", 1, ""),
     ("eval_batch_size", 1, ""),
-    ("seed", 0, "--seed or --set seed="), ("num_devices", 0, "0: all devices"),
+    ("seed", 0, "--seed or --set seed="),
+    ("num_devices", 0, "0: all devices"),
     ("skip_nonfinite_steps", 0, "0: stop at a non-finite loss"),
-    ("gm_rank", 0, "0: the dense T"), ("chunk_steps", 0, "0: automatic"), ("checkpoint_every_steps", 0, "0: off"),
-    ("image_size", 0, "0: the dataset's default"), ("num_frames", 0, "0: the dataset's default"),
+    ("gm_rank", 0, "0: the dense T"),
+    ("chunk_steps", 0, "0: automatic"),
+    ("checkpoint_every_steps", 0, "0: off"),
+    ("image_size", 0, "0: the dataset's default"),
+    ("num_frames", 0, "0: the dataset's default"),
     ("text_length", 0, "0: the dataset's default"),
 )
 # (name, (bracket, low), (bracket, high), what it means), checked as finite numbers;
@@ -293,7 +313,9 @@ def _epochs_list(name, values):
     try:
         epochs = tuple(int(e) for e in values)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must list whole numbers of epochs, e.g. 25,50, got {','.join(map(str, values))!r}.") from None
+        raise ValueError(
+            f"{name} must list whole numbers of epochs, e.g. 25,50, got {','.join(map(str, values))!r}."
+        ) from None
     if any(e < 1 for e in epochs):
         raise ValueError(f"{name} must list epochs >= 1, got {list(epochs)}.")
     return epochs
@@ -311,12 +333,15 @@ def _check_float(name, value, low, high, note=""):
         raise ValueError(f"{name} must be a number, got {value!r}.")
     value = float(value)
     bounds = (f"{low[0]}{low[1]:g}" if low else "(-inf") + ", " + (f"{high[1]:g}{high[0]}" if high else "inf)")
-    ok = math.isfinite(value) and not (
-        low and (value < low[1] or (low[0] == "(" and value == low[1]))) and not (
-        high and (value > high[1] or (high[0] == ")" and value == high[1])))
+    ok = (
+        math.isfinite(value)
+        and not (low and (value < low[1] or (low[0] == "(" and value == low[1])))
+        and not (high and (value > high[1] or (high[0] == ")" and value == high[1])))
+    )
     if not ok:
-        raise ValueError(f"{name} must be a finite number in {bounds}" + (f" ({note})" if note else "")
-                         + f", got {value}.")
+        raise ValueError(
+            f"{name} must be a finite number in {bounds}" + (f" ({note})" if note else "") + f", got {value}."
+        )
 
 
 def _check_choice(name, value, choices):

@@ -150,8 +150,10 @@ def map_batches(fn: Callable, columns: Mapping[str, Any], batch_size: int, mesh=
     length = len(next(iter(columns.values())))
     if length == 0:
         raise ValueError("map_batches: the split has no rows.")
-    loads = (lambda rows=rows: {m: put_rows(np.asarray(c[rows]), mesh) for m, c in columns.items()}
-             for rows, _ in batched_rows(length, batch_size))
+    loads = (
+        lambda rows=rows: {m: put_rows(np.asarray(c[rows]), mesh) for m, c in columns.items()}
+        for rows, _ in batched_rows(length, batch_size)
+    )
     counts = [count for _, count in batched_rows(length, batch_size)]
     outputs = [np.asarray(fn(batch))[:count] for batch, count in zip(prefetched(loads), counts)]
     return np.concatenate(outputs)

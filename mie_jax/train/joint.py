@@ -23,7 +23,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import augment, batches, feed, parallel, steps
+from mie_jax.train import augment, feed, parallel, steps
 from mie_jax.train.alternating import build_unimodal_classifier
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
@@ -62,10 +62,12 @@ class JointMethod(SingleModelMethod):
         rngs = nnx.Rngs(config.seed)
         names = encoder_names(config, self.modalities)
         if config.method == "joint" and config.joint_fusion == "average":
-            model = LogitAverageClassifier({
-                m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
-                for m in self.modalities
-            })
+            model = LogitAverageClassifier(
+                {
+                    m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
+                    for m in self.modalities
+                }
+            )
         else:
             encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
             model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
@@ -78,9 +80,7 @@ class JointMethod(SingleModelMethod):
         names = sorted(features)
         scores = []
         for name in names:
-            alone = jnp.concatenate(
-                [features[n] if n == name else jnp.zeros_like(features[n]) for n in names], axis=-1
-            )
+            alone = jnp.concatenate([features[n] if n == name else jnp.zeros_like(features[n]) for n in names], axis=-1)
             probabilities = jax.nn.softmax(head(alone)[0])
             scores.append(jnp.sum(jnp.take_along_axis(probabilities, y[:, None], axis=1)))
         return names, jnp.stack(scores)

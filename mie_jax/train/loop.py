@@ -70,8 +70,10 @@ def run_chunks(plan: PhasePlan, *, start: int, chunk: int, mesh=None) -> Iterato
       mesh: splits every batch over its devices.
     """
     bounds = [(a, min(a + chunk, plan.num_steps)) for a in range(start, plan.num_steps, chunk)]
-    loads = (lambda a=a, b=b: feed.put_chunk(feed.host_chunk(plan.columns, plan.labels, plan.draws, a, b), mesh)
-             for a, b in bounds)
+    loads = (
+        lambda a=a, b=b: feed.put_chunk(feed.host_chunk(plan.columns, plan.labels, plan.draws, a, b), mesh)
+        for a, b in bounds
+    )
     carry = plan.carry
     for (_, stop), batches in zip(bounds, feed.prefetched(loads)):
         carry, losses = plan.run_chunk(plan.constants, carry, batches)

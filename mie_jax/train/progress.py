@@ -29,13 +29,17 @@ class PhaseProgress:
       stream: where it goes (stderr by default).
     """
 
-    def __init__(self, label: str, total: int, done: int, batch_size: int, *, bar: bool,
-                 stream: Optional[TextIO] = None):
+    def __init__(
+        self, label: str, total: int, done: int, batch_size: int, *, bar: bool, stream: Optional[TextIO] = None
+    ):
         self.label, self.total, self.done, self.batch_size = label, total, done, batch_size
         self.stream = stream or sys.stderr
         self.started, self.last_line, self.first_done = time.monotonic(), -math.inf, done
-        self.bar = tqdm(total=total, initial=done, desc=label, unit="step", file=self.stream,
-                        dynamic_ncols=True, leave=False) if bar else None
+        self.bar = (
+            tqdm(total=total, initial=done, desc=label, unit="step", file=self.stream, dynamic_ncols=True, leave=False)
+            if bar
+            else None
+        )
 
     def update(self, done: int, loss: float) -> None:
         """``done`` steps of the phase are finished; ``loss`` is the last chunk's mean."""
@@ -47,8 +51,11 @@ class PhaseProgress:
         elif done == self.total or time.monotonic() - self.last_line >= LINE_SECONDS:
             left = (self.total - done) * self.batch_size / rate if rate > 0 else math.inf
             eta = f"{left:.0f} s" if math.isfinite(left) else "?"
-            print(f"{self.label}: step {done}/{self.total} | loss {loss:.4f} | {rate:.0f} samples/s | "
-                  f"{eta} left", file=self.stream, flush=True)
+            print(
+                f"{self.label}: step {done}/{self.total} | loss {loss:.4f} | {rate:.0f} samples/s | {eta} left",
+                file=self.stream,
+                flush=True,
+            )
             self.last_line = time.monotonic()
         self.done = done
 

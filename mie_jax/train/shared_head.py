@@ -21,7 +21,7 @@ import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
 from mie_jax.models.encoders import build_encoder, encoder_names
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import augment, batches, feed, parallel, steps
+from mie_jax.train import augment, feed, parallel, steps
 from mie_jax.train.config import TrainConfig
 from mie_jax.train.single_model import SingleModelMethod
 
@@ -53,7 +53,9 @@ class SharedHeadMethod(SingleModelMethod):
                 mask=_head_kernel_mask,
             )
         # One update per modality per batch: an epoch is m * per_epoch updates.
-        self._finish(model, steps.make_optimizer(config, sam=False, steps_per_epoch=m * per_epoch, projection=projection))
+        self._finish(
+            model, steps.make_optimizer(config, sam=False, steps_per_epoch=m * per_epoch, projection=projection)
+        )
         self.predicts = {m: steps.make_predict(self.graphdef, modality=m) for m in self.modalities}
 
     def _make_step(self):
@@ -78,7 +80,10 @@ class SharedHeadMethod(SingleModelMethod):
                     return loss, (layer_inputs, new_state)
 
                 params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-                    loss_fn, tx, params, opt_state,
+                    loss_fn,
+                    tx,
+                    params,
+                    opt_state,
                     extra_args_from_aux=features_of if project else None,
                 )
                 losses.append(loss)
@@ -91,6 +96,9 @@ class SharedHeadMethod(SingleModelMethod):
         return {
             m: feed.map_batches(
                 lambda batch, m=m: self.predicts[m](variables["params"], variables["model_state"], batch[m]),
-                {m: inputs[m]}, self.config.eval_batch_size, self.mesh)
+                {m: inputs[m]},
+                self.config.eval_batch_size,
+                self.mesh,
+            )
             for m in self.modalities
         }

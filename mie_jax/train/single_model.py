@@ -61,8 +61,9 @@ class SingleModelMethod:
     def phase_plan(self, state, phase: int, best_variables=None, *, inside: bool = False) -> loop.PhasePlan:
         del best_variables, inside  # One model trained throughout: no stages to restart.
         carry = (state["params"], state["model_state"], state["opt_state"])
-        return loop.PhasePlan(self.run_chunk, None, carry, self.draws(phase), self.inputs, self.labels,
-                              self.steps_per_epoch)
+        return loop.PhasePlan(
+            self.run_chunk, None, carry, self.draws(phase), self.inputs, self.labels, self.steps_per_epoch
+        )
 
     def state_inside(self, state, phase: int, carry) -> dict:
         del state, phase

@@ -39,13 +39,15 @@ def make_optimizer(
     learning_rate = config.learning_rate
     if config.lr_schedule == "step":
         learning_rate = optax.exponential_decay(
-            config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_decay, staircase=True)
+            config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_decay, staircase=True
+        )
     parts = []
     if sam:
         axis_name = SAM_GROUP_AXIS if config.sam_per_device else None
         mask = head_params_mask if config.sam_params == "head" else None
-        parts.append(mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix,
-                                 axis_name=axis_name, mask=mask))
+        parts.append(
+            mie_jax.sam(config.rho, normalize=config.sam_normalize, mix=config.sam_mix, axis_name=axis_name, mask=mask)
+        )
     parts.append(projection if projection is not None else mie_jax.flat_projection())
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
@@ -54,8 +56,11 @@ def make_optimizer(
     else:
         parts.append(optax.adam(learning_rate))
     if config.lr_schedule == "plateau":
-        parts.append(optax.contrib.reduce_on_plateau(
-            factor=config.lr_decay, patience=config.lr_patience, accumulation_size=steps_per_epoch))
+        parts.append(
+            optax.contrib.reduce_on_plateau(
+                factor=config.lr_decay, patience=config.lr_patience, accumulation_size=steps_per_epoch
+            )
+        )
     if config.skip_nonfinite_steps:
         return optax.apply_if_finite(optax.chain(*parts), config.skip_nonfinite_steps)
     return optax.chain(*parts)
@@ -143,7 +148,13 @@ SAM_GROUP_AXIS = "sam_group"
 
 
 def make_train_step(
-    graphdef, tx, modality: str, *, online_covariance: bool = False, statistic: str = "batch_mean", mesh=None,
+    graphdef,
+    tx,
+    modality: str,
+    *,
+    online_covariance: bool = False,
+    statistic: str = "batch_mean",
+    mesh=None,
     sam_groups: int = 0,
 ) -> Callable:
     """One training step of a unimodal classifier: ``step(transforms, carry, batch) -> (carry, loss)``.
@@ -190,7 +201,8 @@ def make_train_step(
         if sam_groups:
             parts = jax.tree.map(lambda a: a.reshape(sam_groups, -1, *a.shape[1:]), (x, y, partner_y))
             params, opt_state, loss, model_state, layer_inputs = jax.vmap(
-                functools.partial(update, axis_name=SAM_GROUP_AXIS), axis_name=SAM_GROUP_AXIS,
+                functools.partial(update, axis_name=SAM_GROUP_AXIS),
+                axis_name=SAM_GROUP_AXIS,
                 out_axes=(None, None, None, None, 0),
             )(*parts)
             layer_inputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), layer_inputs)
@@ -208,10 +220,7 @@ def make_train_step(
 
 def zero_covariances(params) -> dict:
     """Zero ``[d, d]`` sums for each head layer's input dimension."""
-    return {
-        layer: jnp.zeros((params["head"][layer]["kernel"].shape[0],) * 2, jnp.float32)
-        for layer in HEAD_LAYERS
-    }
+    return {layer: jnp.zeros((params["head"][layer]["kernel"].shape[0],) * 2, jnp.float32) for layer in HEAD_LAYERS}
 
 
 def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:

@@ -65,9 +65,7 @@ def evaluate(method, variables, split: Split) -> dict:
     if method.per_modality:
         stacked = jnp.stack([logits[m] for m in method.modalities])
         for name in FUSIONS:
-            results[name] = metrics.classification_metrics(
-                split.labels, np.asarray(fusion.fuse(stacked, name))
-            )
+            results[name] = metrics.classification_metrics(split.labels, np.asarray(fusion.fuse(stacked, name)))
     return results
 
 
@@ -161,14 +159,22 @@ def train(
             if restored is not None:
                 _, tree, meta = restored
                 state, best, history = tree["state"], tree["best"], meta["history"]
-                position = _Position(meta.get("phase", len(history)), meta.get("phase_step", 0),
-                                     tuple(meta.get("phase_losses", ())), meta.get("steps_done", 0))
+                position = _Position(
+                    meta.get("phase", len(history)),
+                    meta.get("phase_step", 0),
+                    tuple(meta.get("phase_losses", ())),
+                    meta.get("steps_done", 0),
+                )
                 if on_restore is not None:
                     on_restore(list(history))
 
         def save(tree, position):
-            meta = {"config": checkpoint.config_to_json(config), "history": history, **position._asdict(),
-                    "phase_losses": list(position.phase_losses)}
+            meta = {
+                "config": checkpoint.config_to_json(config),
+                "history": history,
+                **position._asdict(),
+                "phase_losses": list(position.phase_losses),
+            }
             checkpointer.save(position.steps_done, tree, meta)
 
         end = method.num_phases if stop_after_phase is None else min(stop_after_phase, method.num_phases)
@@ -177,15 +183,22 @@ def train(
         while phase < end:
             best_variables = best["variables"] if int(best["phase"]) >= 0 else None
             plan = method.phase_plan(state, phase, best_variables, inside=position.phase_step > 0)
-            chunk = feed.chunk_steps(config.chunk_steps, plan.steps_per_epoch,
-                                     feed.bytes_per_step(plan.columns, config.batch_size))
+            chunk = feed.chunk_steps(
+                config.chunk_steps, plan.steps_per_epoch, feed.bytes_per_step(plan.columns, config.batch_size)
+            )
             losses, steps_done = list(position.phase_losses), position.steps_done
-            bar = progress.PhaseProgress(f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)})",
-                                         plan.num_steps, position.phase_step, config.batch_size,
-                                         bar=progress.wants_bar(quiet))
+            bar = progress.PhaseProgress(
+                f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)})",
+                plan.num_steps,
+                position.phase_step,
+                config.batch_size,
+                bar=progress.wants_bar(quiet),
+            )
             carry = plan.carry
             try:
-                for carry, done, chunk_losses in loop.run_chunks(plan, start=position.phase_step, chunk=chunk, mesh=mesh):
+                for carry, done, chunk_losses in loop.run_chunks(
+                    plan, start=position.phase_step, chunk=chunk, mesh=mesh
+                ):
                     losses.extend(float(x) for x in chunk_losses)
                     steps_done += len(chunk_losses)
                     bar.update(done, float(np.mean(chunk_losses)))
@@ -194,13 +207,17 @@ def train(
                     if done == plan.num_steps:
                         break
                     stopping = stop_after_steps is not None and steps_done >= stop_after_steps
-                    due = (config.checkpoint_every_steps
-                           and steps_done - last_save["steps"] >= config.checkpoint_every_steps
-                           or config.checkpoint_every_minutes
-                           and time.monotonic() - last_save["time"] >= 60 * config.checkpoint_every_minutes)
+                    due = (
+                        config.checkpoint_every_steps
+                        and steps_done - last_save["steps"] >= config.checkpoint_every_steps
+                        or config.checkpoint_every_minutes
+                        and time.monotonic() - last_save["time"] >= 60 * config.checkpoint_every_minutes
+                    )
                     if checkpointer is not None and (due or stopping):
-                        save({"state": method.state_inside(state, phase, carry), "best": best},
-                             _Position(phase, done, tuple(losses), steps_done))
+                        save(
+                            {"state": method.state_inside(state, phase, carry), "best": best},
+                            _Position(phase, done, tuple(losses), steps_done),
+                        )
                         last_save = {"time": time.monotonic(), "steps": steps_done}
                     if stopping:
                         return _finish(method, best, history, config, head, dataset, finished=False)
@@ -215,14 +232,21 @@ def train(
                     f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}): {error} after "
                     f"{int(np.sum(~np.isfinite(losses)))} of {len(losses)} steps were skipped as non-finite "
                     f"(skip_nonfinite_steps={config.skip_nonfinite_steps}); lower learning_rate; "
-                    f"{_kept(checkpointer)}.") from None
+                    f"{_kept(checkpointer)}."
+                ) from None
             score = validation[head][config.selection_metric]
             if score > float(best["score"]):
                 best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
-            record = {"phase": phase, "num_phases": method.num_phases, "name": method.phase_name(phase),
-                      "headline": head, "loss": float(np.mean(losses[np.isfinite(losses)])),
-                      "nonfinite_steps": int(np.sum(~np.isfinite(losses))),
-                      "step_losses": [float(x) for x in losses], "selection": validation}
+            record = {
+                "phase": phase,
+                "num_phases": method.num_phases,
+                "name": method.phase_name(phase),
+                "headline": head,
+                "loss": float(np.mean(losses[np.isfinite(losses)])),
+                "nonfinite_steps": int(np.sum(~np.isfinite(losses))),
+                "step_losses": [float(x) for x in losses],
+                "selection": validation,
+            }
             history.append(record)
             position = _Position(phase + 1, 0, (), steps_done)
             if checkpointer is not None:
@@ -240,12 +264,15 @@ def _check_finite(losses, config, method, phase, checkpointer) -> None:
     if not nonfinite.any():
         return
     # Skipping tolerates isolated bad steps, not a phase that ends in more of them than may be skipped.
-    diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1):]))
+    diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1) :]))
     if config.skip_nonfinite_steps and not diverged:
         return
     bad_step = int(np.flatnonzero(nonfinite)[0])
-    why = (f"; more than skip_nonfinite_steps={config.skip_nonfinite_steps} non-finite steps in a row at its end"
-           if config.skip_nonfinite_steps else "")
+    why = (
+        f"; more than skip_nonfinite_steps={config.skip_nonfinite_steps} non-finite steps in a row at its end"
+        if config.skip_nonfinite_steps
+        else ""
+    )
     raise NonFiniteLossError(
         f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
         f"loss is {losses[bad_step]}{why}; {_kept(checkpointer)}."

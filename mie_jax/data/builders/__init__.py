@@ -19,8 +19,16 @@ _BUILDERS = {
     "nvgesture": ("nvgesture", "NVGesture"),
 }
 PAPER_DATASETS = tuple(_BUILDERS)
-_FROM_BASE = ("DataLayoutError", "MediaConfig", "PaperBuilder", "prepare", "preparation_notes", "preparation_settings",
-              "read_split", "split_counts")
+_FROM_BASE = (
+    "DataLayoutError",
+    "MediaConfig",
+    "PaperBuilder",
+    "prepare",
+    "preparation_notes",
+    "preparation_settings",
+    "read_split",
+    "split_counts",
+)
 
 
 def builder_class(name: str) -> type:

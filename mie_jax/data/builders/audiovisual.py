@@ -16,7 +16,13 @@ import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
-    DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, require_dir, require_file,
+    DataLayoutError,
+    PaperBuilder,
+    array_feature,
+    decode_all,
+    label_index,
+    require_dir,
+    require_file,
 )
 
 Row = Tuple[str, int]  # (clip id, class index)

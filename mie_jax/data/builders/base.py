@@ -76,8 +76,7 @@ class PaperBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(skip_registration=True, **kwargs)
         cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
-            f"Get the files from {cls.HOMEPAGE} and pass their directory as --data-dir. "
-            f"Expected layout: {cls.LAYOUT}"
+            f"Get the files from {cls.HOMEPAGE} and pass their directory as --data-dir. Expected layout: {cls.LAYOUT}"
         )
 
     def features(self) -> Dict[str, tfds.features.FeatureConnector]:
@@ -233,4 +232,3 @@ def read_split(builder: PaperBuilder, split: str, fields: Sequence[str]) -> Dict
         else:
             arrays[field] = np.stack(values) if values else np.zeros((0,))
     return arrays
-

@@ -21,12 +21,16 @@ class CremaD(AudioVisualBuilder):
     """CREMA-D's clips as the audio-visual peers use them: a log-spectrogram and frames, one of 6 emotions."""
 
     name = "cremad"  # The dataset's name in builders, not TFDS's "crema_d" from the class name.
-    LAYOUT = ("{train,test}.csv with one 'clip_name,LABEL' row per clip and no header; AudioWAV/<clip_name>.wav; "
-              "Image-01-FPS/<clip_name>/*.jpg")
+    LAYOUT = (
+        "{train,test}.csv with one 'clip_name,LABEL' row per clip and no header; AudioWAV/<clip_name>.wav; "
+        "Image-01-FPS/<clip_name>/*.jpg"
+    )
     HOMEPAGE = "https://github.com/CheyneyComputerScience/CREMA-D"
     DESCRIPTION = "Actors saying sentences with one of six emotions, audio and video (Cao et al., 2014)."
-    CITATION = ("Cao, Cooper, Keutmann, Gur, Nenkova and Verma. CREMA-D: Crowd-sourced Emotional Multimodal "
-                "Actors Dataset. IEEE Transactions on Affective Computing, 2014.")
+    CITATION = (
+        "Cao, Cooper, Keutmann, Gur, Nenkova and Verma. CREMA-D: Crowd-sourced Emotional Multimodal "
+        "Actors Dataset. IEEE Transactions on Affective Computing, 2014."
+    )
     SPLITS = ("train", "test")
     DEFAULT_NUM_FRAMES = 1  # OGM-GE feeds one frame per CREMA-D clip.
     CLASSES = CLASSES

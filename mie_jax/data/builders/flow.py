@@ -61,8 +61,14 @@ def read_denseflow(folder: Path, frames: Sequence[int], size: int) -> np.ndarray
       DataLayoutError: a flow image is missing or undecodable.
     """
     # read_image converts grayscale to RGB by repeating the value: any channel is the image.
-    return np.stack([np.stack([media.read_image(folder / f"flow_{axis}_{i + 1:05d}.jpg", size)[..., 0]
-                               for axis in "xy"], axis=-1) for i in frames])
+    return np.stack(
+        [
+            np.stack(
+                [media.read_image(folder / f"flow_{axis}_{i + 1:05d}.jpg", size)[..., 0] for axis in "xy"], axis=-1
+            )
+            for i in frames
+        ]
+    )
 
 
 def compute(video: Path, frames: Sequence[int], size: int, method: str) -> np.ndarray:
@@ -91,13 +97,16 @@ def compute(video: Path, frames: Sequence[int], size: int, method: str) -> np.nd
     gray = _gray_frames(video, first, max(frames) + 2)
     end = first + len(gray)
     if max(frames) >= end or len(gray) < 2:
-        raise DataLayoutError(f"{video}: expected frames {first} to {max(frames)} for optical flow, "
-                              f"could decode {len(gray)}")
+        raise DataLayoutError(
+            f"{video}: expected frames {first} to {max(frames)} for optical flow, could decode {len(gray)}"
+        )
     if method == TVL1:
         flow = cv2.optflow.DualTVL1OpticalFlow_create().calc
     else:
+
         def flow(before, after, out):
             return cv2.calcOpticalFlowFarneback(before, after, out, *FARNEBACK_PARAMETERS)
+
     encoded = []
     for i in frames:
         before, after = (i, i + 1) if i + 1 < end else (i - 1, i)

@@ -39,12 +39,37 @@ from mie_jax.data.builders.base import DataLayoutError, label_index, require_fil
 
 # BML's KS.json "labels", in its order (sorted): OGM-GE's class indices point into it.
 CLASSES = (
-    "blowing_nose", "blowing_out_candles", "bowling", "chopping_wood", "dribbling_basketball", "laughing",
-    "mowing_lawn", "playing_accordion", "playing_bagpipes", "playing_bass_guitar", "playing_clarinet",
-    "playing_drums", "playing_guitar", "playing_harmonica", "playing_keyboard", "playing_organ", "playing_piano",
-    "playing_saxophone", "playing_trombone", "playing_trumpet", "playing_violin", "playing_xylophone",
-    "ripping_paper", "shoveling_snow", "shuffling_cards", "singing", "stomping_grapes", "tap_dancing",
-    "tapping_guitar", "tapping_pen", "tickling",
+    "blowing_nose",
+    "blowing_out_candles",
+    "bowling",
+    "chopping_wood",
+    "dribbling_basketball",
+    "laughing",
+    "mowing_lawn",
+    "playing_accordion",
+    "playing_bagpipes",
+    "playing_bass_guitar",
+    "playing_clarinet",
+    "playing_drums",
+    "playing_guitar",
+    "playing_harmonica",
+    "playing_keyboard",
+    "playing_organ",
+    "playing_piano",
+    "playing_saxophone",
+    "playing_trombone",
+    "playing_trumpet",
+    "playing_violin",
+    "playing_xylophone",
+    "ripping_paper",
+    "shoveling_snow",
+    "shuffling_cards",
+    "singing",
+    "stomping_grapes",
+    "tap_dancing",
+    "tapping_guitar",
+    "tapping_pen",
+    "tickling",
 )
 # Our choice (see the module docstring): the whole 10 s clip at 16 kHz.
 SPECTROGRAM = Spectrogram(sample_rate=16000, seconds=10.0, n_fft=512, hop=353)
@@ -56,9 +81,11 @@ ROW_FORMAT = f"'<clip id>,10,<class index 0-{len(CLASSES) - 1}>'"
 class KineticsSounds(AudioVisualBuilder):
     """Kinetics-Sounds' clips: a log-spectrogram and frames, one of 31 sounding actions."""
 
-    LAYOUT = (f"my_train.txt and my_test.txt (OGM-GE's data/KineticSound/) with one {ROW_FORMAT} row per clip "
-              f"and no header; optionally {VALIDATION_FILE} (BML's code/dataset/) for the validation split; "
-              "audio/<clip id>.wav and visual/<clip id>/*.jpg extracted from the Kinetics videos")
+    LAYOUT = (
+        f"my_train.txt and my_test.txt (OGM-GE's data/KineticSound/) with one {ROW_FORMAT} row per clip "
+        f"and no header; optionally {VALIDATION_FILE} (BML's code/dataset/) for the validation split; "
+        "audio/<clip id>.wav and visual/<clip id>/*.jpg extracted from the Kinetics videos"
+    )
     HOMEPAGE = "https://github.com/cvdfoundation/kinetics-dataset"
     DESCRIPTION = "Kinetics-400 clips of 31 actions that can be both seen and heard (Arandjelovic and Zisserman, 2017)."
     CITATION = "Arandjelovic and Zisserman. Look, Listen and Learn. ICCV 2017."
@@ -122,8 +149,10 @@ def read_validation(path: Path, listed: Dict[str, str]) -> List[Row]:
         labels, entries = data["labels"], data["database"]
         subsets = [(clip, entry["subset"], entry["label"]) for clip, entry in entries.items()]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataLayoutError(f"{path}: expected BML's JSON {{'labels': [...], 'database': {{clip id: "
-                              f"{{'subset': ..., 'label': ...}}}}}} ({type(e).__name__}: {e})") from None
+        raise DataLayoutError(
+            f"{path}: expected BML's JSON {{'labels': [...], 'database': {{clip id: "
+            f"{{'subset': ..., 'label': ...}}}}}} ({type(e).__name__}: {e})"
+        ) from None
     if labels != list(CLASSES):
         raise DataLayoutError(f"{path}: expected the labels {list(CLASSES)}, found {labels}")
     rows = []

@@ -37,7 +37,8 @@ def read_wav(path: Path) -> tuple:
         raise DataLayoutError(f"{path}: not a readable PCM wav file ({e})") from None
     if len(frames) != declared * width * channels:
         raise DataLayoutError(
-            f"{path}: truncated: its header declares {declared} frames, found {len(frames) // (width * channels)}")
+            f"{path}: truncated: its header declares {declared} frames, found {len(frames) // (width * channels)}"
+        )
     if width not in (1, 2, 4) or not frames:
         raise DataLayoutError(f"{path}: expected 8-, 16- or 32-bit PCM samples, got {width * 8}-bit or none")
     if width == 1:  # 8-bit wav is unsigned.
@@ -110,7 +111,13 @@ def _resampy_0_2_kaiser_best() -> tuple:
 
 
 def log_spectrogram(
-    samples: np.ndarray, rate: int, *, sample_rate: int, seconds: float, n_fft: int, hop: int,
+    samples: np.ndarray,
+    rate: int,
+    *,
+    sample_rate: int,
+    seconds: float,
+    n_fft: int,
+    hop: int,
     resampler: str = DEFAULT_RESAMPLER,
 ) -> np.ndarray:
     """The audio-visual peers' input: log-magnitude STFT of a fixed-length clip.
@@ -173,7 +180,9 @@ def read_frame_folder(folder: Path, num_frames: int, size: int) -> np.ndarray:
     """
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
-        raise DataLayoutError(f"{folder}: expected a folder of extracted frames ({'/'.join(IMAGE_SUFFIXES)}), found none")
+        raise DataLayoutError(
+            f"{folder}: expected a folder of extracted frames ({'/'.join(IMAGE_SUFFIXES)}), found none"
+        )
     return np.stack([read_image(files[i], size) for i in evenly_spaced(len(files), num_frames)])
 
 
@@ -214,4 +223,3 @@ def read_video(path: Path, start: int, end: int, num_frames: int, size: int, cha
     resized = [cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in picked]
     rgb = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in resized])
     return rgb[..., :channels]
-

@@ -39,7 +39,13 @@ import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import flow, media
 from mie_jax.data.builders.base import (
-    DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, preparation_settings, require_file,
+    DataLayoutError,
+    PaperBuilder,
+    array_feature,
+    decode_all,
+    label_index,
+    preparation_settings,
+    require_file,
 )
 
 CLASSES = tuple(f"class_{i:02d}" for i in range(1, 26))
@@ -64,14 +70,20 @@ class NVGesture(PaperBuilder):
     """NVIDIA's in-car hand gestures: a gesture's depth, RGB and optical flow frames."""
 
     name = "nvgesture"  # The dataset's name in builders, not TFDS's "nv_gesture" from the class name.
-    LAYOUT = (f"nvgesture_{{train,test}}_correct_cvpr2016_v2.lst with one {LINE_FORMAT} per line; "
-              f"<dir>/<name>.avi for depth and color; optionally <dir>/{FLOW_DIR}/flow_{{x,y}}_%05d.jpg "
-              "(denseflow's, from sk_color.avi), else flow is computed")
-    HOMEPAGE = ("https://research.nvidia.com/publication/"
-                "2016-06_online-detection-and-classification-dynamic-hand-gestures-recurrent-3d")
+    LAYOUT = (
+        f"nvgesture_{{train,test}}_correct_cvpr2016_v2.lst with one {LINE_FORMAT} per line; "
+        f"<dir>/<name>.avi for depth and color; optionally <dir>/{FLOW_DIR}/flow_{{x,y}}_%05d.jpg "
+        "(denseflow's, from sk_color.avi), else flow is computed"
+    )
+    HOMEPAGE = (
+        "https://research.nvidia.com/publication/"
+        "2016-06_online-detection-and-classification-dynamic-hand-gestures-recurrent-3d"
+    )
     DESCRIPTION = "Dynamic hand gestures recorded in a car simulator by NVIDIA, 25 classes (Molchanov et al., 2016)."
-    CITATION = ("Molchanov, Yang, Gupta, Kim, Tyree and Kautz. Online Detection and Classification of Dynamic Hand "
-                "Gestures with Recurrent 3D Convolutional Neural Networks. CVPR 2016.")
+    CITATION = (
+        "Molchanov, Yang, Gupta, Kim, Tyree and Kautz. Online Detection and Classification of Dynamic Hand "
+        "Gestures with Recurrent 3D Convolutional Neural Networks. CVPR 2016."
+    )
     SPLITS = tuple(SPLIT_FILES)
     DEFAULT_IMAGE_SIZE = 112
     DEFAULT_NUM_FRAMES = 8
@@ -114,8 +126,9 @@ class NVGesture(PaperBuilder):
         video = require_file(folder / f"{color}.avi", self.LAYOUT)
         streams = {
             "rgb": media.read_video(video, start, end, count, size, 3),
-            "depth": media.read_video(require_file(folder / f"{depth}.avi", self.LAYOUT),
-                                      depth_start, depth_end, count, size, 1),
+            "depth": media.read_video(
+                require_file(folder / f"{depth}.avi", self.LAYOUT), depth_start, depth_end, count, size, 1
+            ),
         }
         picked = start + media.evenly_spaced(end - start, count)  # The frames read_video picks from the color range.
         if (folder / FLOW_DIR).is_dir():
@@ -129,8 +142,11 @@ def read_list(path: Path) -> list:
     Raises:
       DataLayoutError: naming ``path:line`` for a line not in NVIDIA's format or with a label outside 1 to 25.
     """
-    return [_parse_line(line, f"{path}:{number}")
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    return [
+        _parse_line(line, f"{path}:{number}")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip()
+    ]
 
 
 def _parse_line(line: str, where: str) -> Clip:

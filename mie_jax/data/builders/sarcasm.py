@@ -25,7 +25,13 @@ import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
-    DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, require_dir, require_file,
+    DataLayoutError,
+    PaperBuilder,
+    array_feature,
+    decode_all,
+    label_index,
+    require_dir,
+    require_file,
 )
 
 CLASSES = ("not_sarcastic", "sarcastic")
@@ -34,15 +40,27 @@ SPLIT_FILES = {"train": "train.txt", "validation": "valid2.txt", "test": "test2.
 FIELDS = {"train": 3, "validation": 4, "test": 4}
 # The words of codes/loadData.py's ``readData``, in its order: a post whose ``text.split()`` holds any of them
 # (case-sensitive, whole tokens, so "# sarcasm" is dropped and "#lolsarcasm" kept) is discarded in every split.
-DISCARDED_WORDS = ("sarcasm", "sarcastic", "reposting", "<url>", "joke", "humour", "humor", "jokes", "irony",
-                   "ironic", "exgag")
+DISCARDED_WORDS = (
+    "sarcasm",
+    "sarcastic",
+    "reposting",
+    "<url>",
+    "joke",
+    "humour",
+    "humor",
+    "jokes",
+    "irony",
+    "ironic",
+    "exgag",
+)
 
 
 class Sarcasm(PaperBuilder):
     """Cai et al.'s sarcasm tweets: a tweet's image and text, sarcastic or not."""
 
-    LAYOUT = ("text/{train,valid2,test2}.txt with one ['image_id', 'text', ..., label] per line;"
-              " dataset_image/<image_id>.jpg")
+    LAYOUT = (
+        "text/{train,valid2,test2}.txt with one ['image_id', 'text', ..., label] per line; dataset_image/<image_id>.jpg"
+    )
     HOMEPAGE = "https://github.com/headacheboy/data-of-multimodal-sarcasm-detection"
     DESCRIPTION = "Tweets with an image, labelled sarcastic or not (Cai, Cai and Wan, ACL 2019)."
     CITATION = "Cai, Cai and Wan. Multi-Modal Sarcasm Detection in Twitter with Hierarchical Fusion Model. ACL 2019."
@@ -73,8 +91,11 @@ class Sarcasm(PaperBuilder):
             first_line[image_id] = number
             rows.append((image_id, text, label))
         kept = [row for row in rows if not set(row[1].split()).intersection(DISCARDED_WORDS)]
-        self.note(split, f"{len(rows) - len(kept)} of {len(rows)} posts in {path.name} dropped by the authors' "
-                         f"keyword filter (codes/loadData.py; their images are not published)")
+        self.note(
+            split,
+            f"{len(rows) - len(kept)} of {len(rows)} posts in {path.name} dropped by the authors' "
+            f"keyword filter (codes/loadData.py; their images are not published)",
+        )
         size = self.builder_config.image_size
         decoded = decode_all(lambda row: media.read_image(images / f"{row[0]}.jpg", size), kept)
         for (image_id, text, label), image in zip(kept, decoded):

@@ -26,7 +26,13 @@ import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
-    DataLayoutError, PaperBuilder, array_feature, decode_all, label_index, require_dir, require_file,
+    DataLayoutError,
+    PaperBuilder,
+    array_feature,
+    decode_all,
+    label_index,
+    require_dir,
+    require_file,
 )
 
 CLASSES = ("negative", "neutral", "positive")
@@ -41,13 +47,17 @@ ROW = "index<TAB>label 0-2<TAB>image_id.jpg<TAB>tweet with $T$<TAB>target"
 class Twitter2015(PaperBuilder):
     """Yu and Jiang's Twitter-2015: a tweet's image and text, and the sentiment towards one target in it."""
 
-    LAYOUT = (f"[{TEXT_DIR}/]{{train,dev,test}}.tsv, each a header line starting 'index' and rows '{ROW}';"
-              f" {IMAGE_DIR}/<image_id>")
+    LAYOUT = (
+        f"[{TEXT_DIR}/]{{train,dev,test}}.tsv, each a header line starting 'index' and rows '{ROW}';"
+        f" {IMAGE_DIR}/<image_id>"
+    )
     HOMEPAGE = "https://github.com/jefferyYu/TomBERT"
     DESCRIPTION = "Tweets with an image and a target entity, labelled with the sentiment towards it (Twitter-2015)."
-    CITATION = ("Yu and Jiang. Adapting BERT for Target-Oriented Multimodal Sentiment Classification. IJCAI 2019. "
-                "Zhang, Fu, Liu and Huang. Adaptive Co-attention Network for Named Entity Recognition in Tweets. "
-                "AAAI 2018.")
+    CITATION = (
+        "Yu and Jiang. Adapting BERT for Target-Oriented Multimodal Sentiment Classification. IJCAI 2019. "
+        "Zhang, Fu, Liu and Huang. Adaptive Co-attention Network for Named Entity Recognition in Tweets. "
+        "AAAI 2018."
+    )
     SPLITS = tuple(SPLIT_FILES)
     MODALITIES = ("image", "text")
 
