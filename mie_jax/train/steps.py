@@ -31,7 +31,7 @@ def make_optimizer(
     plateau schedule reads the loss from ``update(..., value=loss)``, which
     :func:`optimizer_step` passes. With ``skip_nonfinite_steps`` the whole
     chain is skipped for a step whose gradient is not finite. With
-    ``sam_per_device`` SAM expects its group axis (:func:`make_phase_fn`'s
+    ``sam_per_device`` SAM expects its group axis (:func:`make_train_step`'s
     ``sam_groups``).
     """
     if steps_per_epoch < 1:
@@ -273,6 +273,7 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
             covariance = accumulate_one(params, model_state, covariance, rest)
         return covariance
 
+    covariance_pass.group_of_batches = group_of_batches  # For memory plans (benchmarks.memory).
     return covariance_pass
 
 

@@ -108,6 +108,8 @@ class PaperBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             builder=self,
             # Written with the dataset when preparation ends: notes and settings of note()/record_setting().
             metadata=tfds.core.MetadataDict(),
+            # The trainer draws its own batch order; TFDS's shuffle would hold up to 1 GB of examples while writing.
+            disable_shuffling=True,
             description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict(self.features()),
             homepage=self.HOMEPAGE,
