@@ -120,6 +120,7 @@ def xla_memory_mib(compiled) -> Optional[float]:
 
 # --- torch_step.py's JAX step (kept here, where it has always been: torch_step.py imports it) ---
 
+
 def make_step(graphdef, tx, *, with_features: bool) -> Callable:
     """A training step without mixup or augmentation: ``(params, model_state, opt_state, x, y, transforms)``.
 
@@ -139,7 +140,10 @@ def make_step(graphdef, tx, *, with_features: bool) -> Callable:
             return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
 
         params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-            loss_fn, tx, params, opt_state,
+            loss_fn,
+            tx,
+            params,
+            opt_state,
             extra_args_from_aux=features_of if with_features else None,
             transforms=transforms,
         )
@@ -164,36 +168,46 @@ def scan_steps(step: Callable, length: int) -> Callable:
 
 # --- the methods' own chunks ---
 
+
 def cyclic_draws(draws: feed.StepDraws, num_steps: int) -> feed.StepDraws:
     """The phase's draws for ``num_steps`` steps, wrapping around its end (a chunk longer than the phase)."""
     rows = np.arange(num_steps) % draws.num_steps
-    return feed.StepDraws(draws.order[rows], draws.lam[rows], draws.partners[rows],
-                          {m: (boxes[rows], flips[rows]) for m, (boxes, flips) in draws.crops.items()},
-                          None if draws.keys is None else draws.keys[rows])
+    return feed.StepDraws(
+        draws.order[rows],
+        draws.lam[rows],
+        draws.partners[rows],
+        {m: (boxes[rows], flips[rows]) for m, (boxes, flips) in draws.crops.items()},
+        None if draws.keys is None else draws.keys[rows],
+    )
 
 
 def prepared_chunk(plan: loop.PhasePlan, num_steps: int, mesh=None) -> feed.Batch:
     """The phase's first ``num_steps`` steps' batches on the device, as the trainer's feed makes them."""
-    return feed.put_chunk(feed.host_chunk(plan.columns, plan.labels, cyclic_draws(plan.draws, num_steps),
-                                          0, num_steps), mesh)
+    return feed.put_chunk(
+        feed.host_chunk(plan.columns, plan.labels, cyclic_draws(plan.draws, num_steps), 0, num_steps), mesh
+    )
 
 
 def mfeat_state(method, state):
     """The state before phase ``ALTERNATING_PHASE``: 'mor''s covariance from a real pass (its T is real)."""
     config = method.config
     covariance = method.covariance_passes["mor"](
-        state["params"]["mor"], state["model_state"]["mor"], method.inputs["mor"],
-        config.covariance_batch_size, max(1, config.eval_batch_size // config.covariance_batch_size))
+        state["params"]["mor"],
+        state["model_state"]["mor"],
+        method.inputs["mor"],
+        config.covariance_batch_size,
+        max(1, config.eval_batch_size // config.covariance_batch_size),
+    )
     return {**state, "covariance": {**state["covariance"], "mor": covariance}}
 
 
-def mfeat_plans(base: dict, dataset, names=None) -> Dict[str, tuple]:
+def mfeat_plans(base: dict, dataset, names=None, overrides=()) -> Dict[str, tuple]:
     """name -> (method, the state it starts from, its timed phase, the phase's plan) for the mfeat variants."""
     plans = {}
     for name, method_name, _, _ in MFEAT_VARIANTS:
         if names is not None and name not in names:
             continue
-        method = build_method(make_config(base, method=method_name), dataset, None)
+        method = build_method(make_config(base, overrides, method=method_name), dataset, None)
         state = method.init()
         phase = 0
         if method.config.alternating:
@@ -210,7 +224,9 @@ def chunk_case(name: str, description: str, baseline: str, plan: loop.PhasePlan,
     compiled = lowered.compile()  # Timed as is: one compile serves the timing and the memory plan.
     constants = plan.constants
     return Case(
-        name, description, baseline,
+        name,
+        description,
+        baseline,
         per_call=lambda carry: compiled(constants, carry, one)[0],
         scanned=(lambda carry: plan.run_chunk(constants, carry, many)[0]) if scanned else None,
         init=plan.carry,
@@ -220,8 +236,11 @@ def chunk_case(name: str, description: str, baseline: str, plan: loop.PhasePlan,
 
 
 def mfeat_cases(plans: Dict[str, tuple]) -> List[Case]:
-    return [chunk_case(name, description, baseline if baseline in plans else "", plans[name][3])
-            for name, _, description, baseline in MFEAT_VARIANTS if name in plans]
+    return [
+        chunk_case(name, description, baseline if baseline in plans else "", plans[name][3])
+        for name, _, description, baseline in MFEAT_VARIANTS
+        if name in plans
+    ]
 
 
 def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_classes: int = 10) -> List[Case]:
@@ -243,13 +262,16 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
         x = jax.random.normal(key_x, (batch_size, *shape), jnp.float32)
     y = jax.random.randint(key_y, (batch_size,), 0, num_classes)
     graphdef, params, model_state = steps.split_model(
-        UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs)))
+        UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
+    )
     (_, layer_inputs), _ = steps.apply_model(graphdef, params, model_state, x, train=False)
-    covariances = {layer: mie_jax.update_covariance(jnp.zeros((f.shape[1],) * 2), f)
-                   for layer, f in layer_inputs.items()}
+    covariances = {
+        layer: mie_jax.update_covariance(jnp.zeros((f.shape[1],) * 2), f) for layer, f in layer_inputs.items()
+    }
     transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.tau))
-    one = feed.Batch({"x": x[None]}, y[None], jnp.ones((1,), jnp.float32),
-                     jnp.arange(batch_size, dtype=jnp.int32)[None], {})
+    one = feed.Batch(
+        {"x": x[None]}, y[None], jnp.ones((1,), jnp.float32), jnp.arange(batch_size, dtype=jnp.int32)[None], {}
+    )
     cases = []
     for variant, description, sam, t_tree in (
         ("plain", "SGD (momentum, weight decay)", False, None),
@@ -262,10 +284,18 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
         carry = (params, model_state, tx.init(params), steps.zero_covariances(params))
         lowered = run_chunk.lower(t_tree, carry, one)
         compiled = lowered.compile()
-        cases.append(Case(
-            f"{name}/{variant}", description, f"{name}/plain" if variant != "plain" else "",
-            per_call=lambda carry, f=compiled, t=t_tree: f(t, carry, one)[0],
-            scanned=None, init=carry, mflops=xla_mflops(lowered), memory_mib=xla_memory_mib(compiled)))
+        cases.append(
+            Case(
+                f"{name}/{variant}",
+                description,
+                f"{name}/plain" if variant != "plain" else "",
+                per_call=lambda carry, f=compiled, t=t_tree: f(t, carry, one)[0],
+                scanned=None,
+                init=carry,
+                mflops=xla_mflops(lowered),
+                memory_mib=xla_memory_mib(compiled),
+            )
+        )
     return cases
 
 
@@ -296,18 +326,25 @@ def measure_steps(cases: List[Case], repeats: int) -> List[dict]:
     for r in range(repeats):
         shift = r % len(cases)  # Every variant takes every position in turn.
         for case in cases[shift:] + cases[:shift]:
-            samples[case.name, "per_call"].append(
-                time_chain(case.per_call, case.init, CALLS_PER_UNIT) / CALLS_PER_UNIT)
+            samples[case.name, "per_call"].append(time_chain(case.per_call, case.init, CALLS_PER_UNIT) / CALLS_PER_UNIT)
             if case.scanned is not None:
                 samples[case.name, "scanned"].append(time_chain(case.scanned, case.init, 1) / SCAN_STEPS)
     mflops = {case.name: case.mflops for case in cases}
     rows = []
     for case in cases:
-        row = {"variant": case.name, "description": case.description, "baseline": case.baseline or None,
-               "goal": GOALS.get(case.name.rsplit("/", 1)[-1]), "mflop_per_step": case.mflops,
-               "memory_mib": case.memory_mib,
-               "flop_ratio": (case.mflops / mflops[case.baseline or case.name]
-                              if case.mflops and mflops[case.baseline or case.name] else None)}
+        row = {
+            "variant": case.name,
+            "description": case.description,
+            "baseline": case.baseline or None,
+            "goal": GOALS.get(case.name.rsplit("/", 1)[-1]),
+            "mflop_per_step": case.mflops,
+            "memory_mib": case.memory_mib,
+            "flop_ratio": (
+                case.mflops / mflops[case.baseline or case.name]
+                if case.mflops and mflops[case.baseline or case.name]
+                else None
+            ),
+        }
         for mode in ("per_call", "scanned"):
             own = samples[case.name, mode]
             if not own:
@@ -324,6 +361,7 @@ def measure_steps(cases: List[Case], repeats: int) -> List[dict]:
 
 
 # --- streamed vs device-resident ---
+
 
 def resident_runner(step: Callable) -> Callable:
     """``run(constants, carry, inputs, labels, draws) -> (carry, losses)``: a whole phase in one jitted scan.
@@ -387,15 +425,26 @@ def measure_streaming(plans: Dict[str, tuple], names, repeats: int, chunk: int =
     rows, pieces = [], {}
     for name in names:
         method, _, phase, plan = plans[name]
-        k = feed.chunk_steps(chunk or method.config.chunk_steps, plan.steps_per_epoch,
-                             feed.bytes_per_step(plan.columns, method.config.batch_size))
+        k = feed.chunk_steps(
+            chunk or method.config.chunk_steps,
+            plan.steps_per_epoch,
+            feed.bytes_per_step(plan.columns, method.config.batch_size),
+        )
         streamed, resident = streamed_phase(plan, k), resident_phase(method, phase, plan)
         losses_streamed, losses_resident = streamed()[1], resident()[1]  # Compiles, and checks the two agree.
         max_diff = float(np.max(np.abs(losses_streamed - losses_resident)))
         streamed(), resident()
         pieces[name] = (streamed, resident)
-        rows.append({"variant": name, "phase": phase, "steps": plan.num_steps, "chunk_steps": k,
-                     "chunks": -(-plan.num_steps // k), "max_abs_loss_diff": max_diff})
+        rows.append(
+            {
+                "variant": name,
+                "phase": phase,
+                "steps": plan.num_steps,
+                "chunk_steps": k,
+                "chunks": -(-plan.num_steps // k),
+                "max_abs_loss_diff": max_diff,
+            }
+        )
     samples = {(name, how): [] for name in names for how in ("streamed", "resident")}
     for r in range(repeats):
         for name in names:
@@ -405,19 +454,23 @@ def measure_streaming(plans: Dict[str, tuple], names, repeats: int, chunk: int =
     for row in rows:
         streamed_s, resident_s = samples[row["variant"], "streamed"], samples[row["variant"], "resident"]
         ratios = [a / b for a, b in zip(streamed_s, resident_s)]
-        row.update({
-            "streamed_ms": 1e3 * statistics.median(streamed_s),
-            "resident_ms": 1e3 * statistics.median(resident_s),
-            "streamed_ms_per_step": 1e3 * statistics.median(streamed_s) / row["steps"],
-            "resident_ms_per_step": 1e3 * statistics.median(resident_s) / row["steps"],
-            "ratio": statistics.median(ratios),
-            "ratio_min": min(ratios), "ratio_max": max(ratios),
-            # Other processes only ever add time: the best of each is the least disturbed.
-            "best_streamed_ms": 1e3 * min(streamed_s), "best_resident_ms": 1e3 * min(resident_s),
-            "ratio_of_best": min(streamed_s) / min(resident_s),
-            "repeats": repeats,
-            "within_goal": statistics.median(ratios) <= STREAM_GOAL,
-        })
+        row.update(
+            {
+                "streamed_ms": 1e3 * statistics.median(streamed_s),
+                "resident_ms": 1e3 * statistics.median(resident_s),
+                "streamed_ms_per_step": 1e3 * statistics.median(streamed_s) / row["steps"],
+                "resident_ms_per_step": 1e3 * statistics.median(resident_s) / row["steps"],
+                "ratio": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                # Other processes only ever add time: the best of each is the least disturbed.
+                "best_streamed_ms": 1e3 * min(streamed_s),
+                "best_resident_ms": 1e3 * min(resident_s),
+                "ratio_of_best": min(streamed_s) / min(resident_s),
+                "repeats": repeats,
+                "within_goal": statistics.median(ratios) <= STREAM_GOAL,
+            }
+        )
     return rows
 
 
@@ -453,7 +506,7 @@ def measure_covariance(plans: Dict[str, tuple], modality: str, repeats: int) -> 
     samples = {name: [] for name in pieces}
     for r in range(repeats):
         names = list(pieces)
-        names = names[r % len(names):] + names[:r % len(names)]
+        names = names[r % len(names) :] + names[: r % len(names)]
         for name in names:
             samples[name].append(time_call(pieces[name]))
     ms = {name: 1e3 * statistics.median(values) for name, values in samples.items()}
@@ -522,10 +575,13 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, streaming, co
             "",
         ]
     if encoder_models:
-        lines += ["Encoder models (names `<model>/<variant>`, `steps.make_train_step` in `loop.chunk_runner`): "
-                  + "; ".join(f"{name}: {ENCODER_MODELS[name][0]}" for name in encoder_models)
-                  + f"; batch {settings['encoder_batch']}, Dim {settings['encoder_dim']}, ResNet width "
-                  f"{settings['resnet_width']}; timed per call only.", ""]
+        lines += [
+            "Encoder models (names `<model>/<variant>`, `steps.make_train_step` in `loop.chunk_runner`): "
+            + "; ".join(f"{name}: {ENCODER_MODELS[name][0]}" for name in encoder_models)
+            + f"; batch {settings['encoder_batch']}, Dim {settings['encoder_dim']}, ResNet width "
+            f"{settings['resnet_width']}; timed per call only.",
+            "",
+        ]
     lines += [
         "Memory: XLA's plan for one step (arguments + outputs + temporaries).",
         "",
@@ -539,7 +595,8 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, streaming, co
             f"{_format(row['per_call_ms'], '.3f')} | {_format(row['per_call_ratio'], '.2f')}x | "
             f"{_format(row['scanned_ms'], '.3f')} | {_format(row['scanned_ratio'], '.2f')}x | "
             f"{_format(row['mflop_per_step'], '.1f')} | {_format(row['flop_ratio'], '.2f')} | "
-            f"{_format(row['memory_mib'], '.1f')} | {row['goal'] or ''} |")
+            f"{_format(row['memory_mib'], '.1f')} | {row['goal'] or ''} |"
+        )
     if streaming:
         lines += [
             "",
@@ -564,7 +621,8 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, streaming, co
                 f"{row['streamed_ms']:.1f} | {row['resident_ms']:.1f} | {row['streamed_ms_per_step']:.3f} | "
                 f"{row['resident_ms_per_step']:.3f} | **{row['ratio']:.3f}** | "
                 f"{row['ratio_min']:.2f}..{row['ratio_max']:.2f} | {row['ratio_of_best']:.3f} | "
-                f"{row['max_abs_loss_diff']:.1e} |")
+                f"{row['max_abs_loss_diff']:.1e} |"
+            )
     if covariance:
         ms = covariance["ms"]
         epoch = ms["mie_epoch"]
@@ -605,19 +663,32 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, streaming, co
 def parse_args(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
-    parser.add_argument("--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})")
-    parser.add_argument("--models", default="mlp",
-                        help=f"comma-separated: mlp (the mfeat tables) and any of {list(ENCODER_MODELS)}")
+    parser.add_argument(
+        "--out", type=Path, default=results.DEFAULT_OUT, help=f"results directory (default: {results.DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--models", default="mlp", help=f"comma-separated: mlp (the mfeat tables) and any of {list(ENCODER_MODELS)}"
+    )
     parser.add_argument("--batch", type=int, default=64, help="batch of the encoder models (default 64)")
     parser.add_argument("--dim", type=int, default=512, help="their common feature size Dim (default 512)")
     parser.add_argument("--width", type=int, default=64, help="ResNet base width (default 64, torchvision's)")
-    parser.add_argument("--chunk", type=int, default=0,
-                        help="steps per chunk of the streamed loop (default 0: the trainer's choice)")
-    parser.add_argument("--repeats", type=int, default=0,
-                        help="override every repeat count (e.g. 1 for a smoke test)")
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="steps per chunk of the streamed loop (default 0: the trainer's choice)"
+    )
+    parser.add_argument("--repeats", type=int, default=0, help="override every repeat count (e.g. 1 for a smoke test)")
     parser.add_argument("--no-eigh", action="store_true", help="skip the eigh table")
-    parser.add_argument("--variants", default=",".join(v[0] for v in MFEAT_VARIANTS),
-                        help="comma-separated mfeat variants (default: all); the covariance table needs plain and mie")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        dest="overrides",
+        help="mfeat config overrides key=value (e.g. phase_epochs=10 for longer streamed phases)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(v[0] for v in MFEAT_VARIANTS),
+        help="comma-separated mfeat variants (default: all); the covariance table needs plain and mie",
+    )
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     unknown_variants = sorted(set(args.variants) - {v[0] for v in MFEAT_VARIANTS})
@@ -639,7 +710,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         repeats = (args.repeats,) * len(repeats)
     step_repeats, stream_repeats, covariance_repeats, eigh_repeats = repeats
     base = configs.get_config("mfeat")
-    config = make_config(base, method="mie")
+    config = make_config(base, args.overrides, method="mie")
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -647,7 +718,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cases, plans = [], {}
     if "mlp" in args.models:
         dataset = load_dataset("mfeat", config.modalities, LoadOptions(seed=config.seed))
-        plans = mfeat_plans(base, dataset, args.variants)
+        plans = mfeat_plans(base, dataset, args.variants, args.overrides)
         cases += mfeat_cases(plans)
     encoder_config = make_config(base, method="mie", dim=args.dim, resnet_width=args.width)
     for name in args.models:
@@ -674,20 +745,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)]).strip()
     settings = {
-        "batch_size": config.batch_size, "covariance_batch_size": config.covariance_batch_size,
-        "dim": config.dim, "encoder_hidden": config.encoder_hidden, "scan_steps": SCAN_STEPS,
-        "calls_per_unit": CALLS_PER_UNIT, "models": args.models, "encoder_batch": args.batch,
-        "encoder_dim": args.dim, "resnet_width": args.width, "chunk": args.chunk,
-        "alternating_phase": ALTERNATING_PHASE, "variants": args.variants,
-        "repeats": {"steps": step_repeats, "streaming": stream_repeats, "covariance": covariance_repeats,
-                    "eigh": eigh_repeats},
+        "batch_size": config.batch_size,
+        "covariance_batch_size": config.covariance_batch_size,
+        "dim": config.dim,
+        "encoder_hidden": config.encoder_hidden,
+        "scan_steps": SCAN_STEPS,
+        "calls_per_unit": CALLS_PER_UNIT,
+        "models": args.models,
+        "encoder_batch": args.batch,
+        "encoder_dim": args.dim,
+        "resnet_width": args.width,
+        "chunk": args.chunk,
+        "alternating_phase": ALTERNATING_PHASE,
+        "variants": args.variants,
+        "overrides": args.overrides,
+        "repeats": {
+            "steps": step_repeats,
+            "streaming": stream_repeats,
+            "covariance": covariance_repeats,
+            "eigh": eigh_repeats,
+        },
     }
     markdown = to_markdown(machine, command, settings, rows, streaming, covariance, eigh_rows)
     print(markdown)
 
-    report = {"machine": machine, "command": command, "settings": settings, "steps": rows,
-              "streaming": streaming, "covariance": covariance, "eigh": eigh_rows,
-              "seconds": time.perf_counter() - started, "markdown": markdown}
+    report = {
+        "machine": machine,
+        "command": command,
+        "settings": settings,
+        "steps": rows,
+        "streaming": streaming,
+        "covariance": covariance,
+        "eigh": eigh_rows,
+        "seconds": time.perf_counter() - started,
+        "markdown": markdown,
+    }
     results.write(args.out, "step_time", report)
     return 0
 
