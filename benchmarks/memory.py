@@ -214,9 +214,7 @@ def lower_functions(method, functions=FUNCTIONS) -> Dict[str, Dict[str, Any]]:
         out = {}
         if "train" in functions:
             plan = few_draws_plan(method, state, phase)
-            k = feed.chunk_steps(
-                config.chunk_steps, plan.steps_per_epoch, feed.bytes_per_step(plan.columns, config.batch_size)
-            )
+            k = plan.chunk_steps(config.chunk_steps)
             one = jax.device_put(feed.host_chunk(plan.columns, plan.labels, plan.draws, 0, 1))
             batches = jax.tree.map(lambda a: jax.ShapeDtypeStruct((k, *a.shape[1:]), a.dtype), one)
             out["train"] = (

@@ -40,7 +40,6 @@ from typing import Any, Callable, Dict, List, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import mie_jax
@@ -121,31 +120,19 @@ def xla_memory_mib(compiled) -> Optional[float]:
 # --- torch_step.py's JAX step (kept here, where it has always been: torch_step.py imports it) ---
 
 
-def make_step(graphdef, tx, *, with_features: bool) -> Callable:
-    """A training step without mixup or augmentation: ``(params, model_state, opt_state, x, y, transforms)``.
+def make_step(graphdef, tx) -> Callable:
+    """The library's unimodal step, no mixup or augmentation: ``(params, model_state, opt_state, x, y, transforms)``.
 
-    Returns ``(params, model_state, opt_state, loss)``. ``benchmarks/torch_step.py``
-    compares it with its PyTorch translation; this benchmark itself times the
-    methods' own steps (``plan.run_chunk``). ``with_features`` passes the head
-    layers' inputs as ``features=`` (MLA's projection).
+    Returns ``(params, model_state, opt_state, loss)``: :func:`mie_jax.train.steps.make_train_step`
+    on a plain batch, in the positional form ``benchmarks/torch_step.py`` compares with its
+    PyTorch translation; this benchmark itself times the methods' own chunks (``plan.run_chunk``).
     """
+    train_step = steps.make_train_step(graphdef, tx, "x")
 
     def step(params, model_state, opt_state, x, y, transforms):
-        def loss_fn(p):
-            (logits, layer_inputs), new_state = steps.apply_model(graphdef, p, model_state, x, train=True)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return loss, (layer_inputs, new_state)
-
-        def features_of(aux):
-            return {"features": steps.head_kernel_tree(params, jax.lax.stop_gradient(aux[0]))}
-
-        params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-            loss_fn,
-            tx,
-            params,
-            opt_state,
-            extra_args_from_aux=features_of if with_features else None,
-            transforms=transforms,
+        batch = feed.Batch({"x": x}, y, jnp.ones(()), jnp.arange(x.shape[0]), {})
+        (params, model_state, opt_state, _), loss = train_step(
+            transforms, (params, model_state, opt_state, None), batch
         )
         return params, model_state, opt_state, loss
 
@@ -425,11 +412,7 @@ def measure_streaming(plans: Dict[str, tuple], names, repeats: int, chunk: int =
     rows, pieces = [], {}
     for name in names:
         method, _, phase, plan = plans[name]
-        k = feed.chunk_steps(
-            chunk or method.config.chunk_steps,
-            plan.steps_per_epoch,
-            feed.bytes_per_step(plan.columns, method.config.batch_size),
-        )
+        k = plan.chunk_steps(chunk or method.config.chunk_steps)
         streamed, resident = streamed_phase(plan, k), resident_phase(method, phase, plan)
         losses_streamed, losses_resident = streamed()[1], resident()[1]  # Compiles, and checks the two agree.
         max_diff = float(np.max(np.abs(losses_streamed - losses_resident)))

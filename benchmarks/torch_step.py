@@ -124,7 +124,7 @@ def jax_step(config: TrainConfig, problem: Problem, *, mie: bool, scanned: bool 
     ``scanned`` runs ``SCAN_STEPS`` steps per call.
     """
     tx = steps.make_optimizer(config, sam=mie, steps_per_epoch=1)
-    step = make_step(problem.graphdef, tx, with_features=False)
+    step = make_step(problem.graphdef, tx)
     fn = jax.jit(scan_steps(step, SCAN_STEPS) if scanned else step)
     transforms = problem.transforms if mie else None
     init = (problem.params, problem.model_state, tx.init(problem.params))

@@ -170,7 +170,7 @@ class AlternatingMethod:
         if config.uses_gradient_modification and config.covariance == "pass":
             group = max(1, config.eval_batch_size // config.covariance_batch_size)
             covariance = self.covariance_passes[m](
-                params, model_state, self.inputs[m], config.covariance_batch_size, group, self.mesh
+                params, model_state, self.inputs[m], config.covariance_batch_size, group
             )
             state = {**state, "covariance": {**state["covariance"], m: covariance}}
         return state

@@ -12,7 +12,6 @@ import concurrent.futures
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -150,15 +149,10 @@ def map_batches(fn: Callable, columns: Mapping[str, Any], batch_size: int, mesh=
     length = len(next(iter(columns.values())))
     if length == 0:
         raise ValueError("map_batches: the split has no rows.")
+    batches = list(batched_rows(length, batch_size))
     loads = (
-        lambda rows=rows: {m: put_rows(np.asarray(c[rows]), mesh) for m, c in columns.items()}
-        for rows, _ in batched_rows(length, batch_size)
+        lambda rows=rows: {m: put_rows(np.asarray(c[rows]), mesh) for m, c in columns.items()} for rows, _ in batches
     )
-    counts = [count for _, count in batched_rows(length, batch_size)]
+    counts = [count for _, count in batches]
     outputs = [np.asarray(fn(batch))[:count] for batch, count in zip(prefetched(loads), counts)]
     return np.concatenate(outputs)
-
-
-def zero_like_rows(column) -> jax.ShapeDtypeStruct:
-    """The abstract shape of one row of ``column`` (for compiling without data)."""
-    return jax.ShapeDtypeStruct(tuple(column.shape[1:]), jnp.dtype(column.dtype))

@@ -45,6 +45,11 @@ class PhasePlan(NamedTuple):
     def num_steps(self) -> int:
         return self.draws.num_steps
 
+    def chunk_steps(self, requested: int = 0) -> int:
+        """Steps per chunk: ``requested``, or for 0 the default of :func:`mie_jax.train.feed.chunk_steps`."""
+        batch_size = self.draws.order.shape[1]
+        return feed.chunk_steps(requested, self.steps_per_epoch, feed.bytes_per_step(self.columns, batch_size))
+
 
 def chunk_runner(step: Callable) -> Callable:
     """``run(constants, carry, batches) -> (carry, losses [K])``: ``step`` scanned over a chunk, jitted.
@@ -87,11 +92,10 @@ def run_phase(method, state, phase: int, best_variables=None, *, chunk: int = 0,
     runs the chunks one by one (:func:`run_chunks`) to report and checkpoint between them.
 
     Args:
-      chunk: steps per chunk (0: the trainer's default, :func:`mie_jax.train.feed.chunk_steps`).
+      chunk: steps per chunk (0: the trainer's default, :meth:`PhasePlan.chunk_steps`).
     """
     plan = method.phase_plan(state, phase, best_variables)
-    chunk = feed.chunk_steps(chunk, plan.steps_per_epoch, feed.bytes_per_step(plan.columns, method.config.batch_size))
     carry, losses = plan.carry, []
-    for carry, _, chunk_losses in run_chunks(plan, start=0, chunk=chunk, mesh=mesh):
+    for carry, _, chunk_losses in run_chunks(plan, start=0, chunk=plan.chunk_steps(chunk), mesh=mesh):
         losses.append(chunk_losses)
     return method.finish_phase(state, phase, carry), np.concatenate(losses)

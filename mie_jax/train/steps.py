@@ -224,7 +224,7 @@ def zero_covariances(params) -> dict:
 
 
 def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:
-    """Eq. 5 over a whole split: ``fn(params, model_state, column, batch_size, group, mesh=None) -> {layer: Ybar}``.
+    """Eq. 5 over a whole split: ``fn(params, model_state, column, batch_size, group) -> {layer: Ybar}``.
 
     Batches of ``batch_size`` rows are taken in order (every example once; the
     last batch may be smaller), in evaluation mode, with the parameters held
@@ -252,7 +252,7 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
 
     accumulate_one = jax.jit(accumulate)
 
-    def covariance_pass(params, model_state, column, batch_size, group, mesh=None):
+    def covariance_pass(params, model_state, column, batch_size, group):
         covariance = zero_covariances(params)
         length = len(column)
         whole = length // batch_size
@@ -262,7 +262,7 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
             valid = batch_ids < whole
             rows = np.minimum(batch_ids, whole - 1)[:, None] * batch_size + np.arange(batch_size)
             x = np.asarray(column[rows.reshape(-1)]).reshape(group, batch_size, *column.shape[1:])
-            return feed.put_rows(x, None), jax.device_put(valid)
+            return jax.device_put(x), jax.device_put(valid)
 
         if whole:
             loads = (lambda first=first: load(first) for first in range(0, whole, group))

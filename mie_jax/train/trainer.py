@@ -12,7 +12,7 @@ import numpy as np
 
 from mie_jax import fusion, metrics
 from mie_jax.data.registry import MultimodalDataset, Split, check_dataset
-from mie_jax.train import checkpoint, feed, loop, parallel, progress
+from mie_jax.train import checkpoint, loop, parallel, progress
 from mie_jax.train.alternating import AlternatingMethod
 from mie_jax.train.joint import JointMethod
 from mie_jax.train.shared_head import SharedHeadMethod
@@ -152,8 +152,9 @@ def train(
     state = parallel.replicate(method.init(), mesh)
     best = {"variables": method.variables(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
     history, position = [], _Position()
-    with contextlib.ExitStack() as closing:  # Orbax's threads end with the run, whatever ends it.
-        checkpointer = closing.enter_context(checkpoint.RunCheckpointer(f"{workdir}/checkpoints")) if workdir else None
+    # Orbax's threads end with the run, whatever ends it.
+    opened = checkpoint.RunCheckpointer(f"{workdir}/checkpoints") if workdir else contextlib.nullcontext()
+    with opened as checkpointer:
         if resume and checkpointer is not None:
             restored = checkpointer.restore_latest({"state": state, "best": best}, config, _warn)
             if restored is not None:
@@ -173,19 +174,16 @@ def train(
                 "config": checkpoint.config_to_json(config),
                 "history": history,
                 **position._asdict(),
-                "phase_losses": list(position.phase_losses),
             }
             checkpointer.save(position.steps_done, tree, meta)
 
         end = method.num_phases if stop_after_phase is None else min(stop_after_phase, method.num_phases)
-        last_save = {"time": time.monotonic(), "steps": position.steps_done}
+        saved_time, saved_steps = time.monotonic(), position.steps_done
         phase = position.phase
         while phase < end:
             best_variables = best["variables"] if int(best["phase"]) >= 0 else None
             plan = method.phase_plan(state, phase, best_variables, inside=position.phase_step > 0)
-            chunk = feed.chunk_steps(
-                config.chunk_steps, plan.steps_per_epoch, feed.bytes_per_step(plan.columns, config.batch_size)
-            )
+            chunk = plan.chunk_steps(config.chunk_steps)
             losses, steps_done = list(position.phase_losses), position.steps_done
             bar = progress.PhaseProgress(
                 f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)})",
@@ -207,18 +205,13 @@ def train(
                     if done == plan.num_steps:
                         break
                     stopping = stop_after_steps is not None and steps_done >= stop_after_steps
-                    due = (
-                        config.checkpoint_every_steps
-                        and steps_done - last_save["steps"] >= config.checkpoint_every_steps
-                        or config.checkpoint_every_minutes
-                        and time.monotonic() - last_save["time"] >= 60 * config.checkpoint_every_minutes
-                    )
+                    due = _checkpoint_due(config, steps_done - saved_steps, time.monotonic() - saved_time)
                     if checkpointer is not None and (due or stopping):
                         save(
                             {"state": method.state_inside(state, phase, carry), "best": best},
                             _Position(phase, done, tuple(losses), steps_done),
                         )
-                        last_save = {"time": time.monotonic(), "steps": steps_done}
+                        saved_time, saved_steps = time.monotonic(), steps_done
                     if stopping:
                         return _finish(method, best, history, config, head, dataset, finished=False)
             finally:
@@ -251,11 +244,18 @@ def train(
             position = _Position(phase + 1, 0, (), steps_done)
             if checkpointer is not None:
                 save({"state": state, "best": best}, position)
-                last_save = {"time": time.monotonic(), "steps": steps_done}
+                saved_time, saved_steps = time.monotonic(), steps_done
             if on_phase is not None:
                 on_phase(record)
             phase += 1
         return _finish(method, best, history, config, head, dataset, finished=end == method.num_phases)
+
+
+def _checkpoint_due(config, steps_since: int, seconds_since: float) -> bool:
+    """Whether a checkpoint inside the phase is due, by ``checkpoint_every_steps`` or ``_minutes``."""
+    by_steps = config.checkpoint_every_steps and steps_since >= config.checkpoint_every_steps
+    by_time = config.checkpoint_every_minutes and seconds_since >= 60 * config.checkpoint_every_minutes
+    return bool(by_steps or by_time)
 
 
 def _check_finite(losses, config, method, phase, checkpointer) -> None:
