@@ -24,7 +24,7 @@ from experiments import configs
 from experiments.machine import machine_info
 from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import load_dataset
-from mie_jax.train import make_config, train
+from mie_jax.train import make_config, registry, train
 
 # (label, dataset, config overrides): strong+weak pairs, three views, and image + text.
 SETTINGS = (
@@ -35,19 +35,9 @@ SETTINGS = (
 )
 # Datasets that are not shipped: their settings run only when their directory is given.
 DATA_DIR_FLAGS = {"emoji": "--emoji-dir"}
-# (label, method, config overrides, fusion of the headline).
-METHODS = (
-    ("unimodal", "unimodal", {}, "average"),
-    ("joint (concat)", "joint", {"joint_fusion": "concat"}, "average"),
-    ("joint (average)", "joint", {"joint_fusion": "average"}, "average"),
-    ("OGM-GE", "ogm_ge", {}, "average"),
-    ("MLA", "mla", {}, "weighted"),
-    ("MIE w/o SAM", "mie_no_sam", {}, "average"),
-    ("MIE w/o GM", "mie_no_gm", {}, "average"),
-    ("MIE", "mie", {}, "average"),
-    ("MIE (weighted fusion)", "mie", {}, "weighted"),
-)
-QUICK = {"outer_iterations": 2, "phase_epochs": 1}
+# (label, method, config values, fusion of the headline): every registered method's report rows.
+METHODS = tuple((row.label, spec.name, row.values, row.fusion) for spec in registry.specs() for row in spec.report)
+QUICK = {"train": {"outer_iterations": 2, "phase_epochs": 1}}
 # The methods with a prediction per modality, drawn in the per-phase figure (the paper's Figure 3).
 FIGURE_METHODS = ("unimodal", "MLA", "MIE w/o SAM", "MIE w/o GM", "MIE")
 METRICS = ("accuracy", "macro_f1", "map")
@@ -65,7 +55,7 @@ def run_one(job):
     """Trains one (setting, method, seed) and writes its result JSON; returns the path."""
     path, dataset_name, data_dir, values, method, fusion_name, seed = job
     enable_compilation_cache()
-    config = make_config({**configs.get_config(dataset_name), **values}, method=method, seed=seed)
+    config = make_config(configs.merge(configs.get_config(dataset_name), values), method=method, seed=seed)
     dataset = load_dataset(dataset_name, config.modalities, config.load_options(data_dir))
     results = train(config, dataset, fusion_name=fusion_name)
     summary = {k: v for k, v in results.items() if k != "history"}
@@ -93,7 +83,7 @@ def plan(out, seeds, quick, data_dirs):
         for seed in range(seeds):
             for label, method, method_values, fusion_name in METHODS:
                 path = os.path.join(out, "runs", run_name(setting, label, seed) + ".json")
-                values = {**setting_values, **method_values, **(QUICK if quick else {})}
+                values = configs.merge(setting_values, method_values, QUICK if quick else {})
                 jobs.append((path, dataset_name, data_dirs.get(dataset_name), values, method, fusion_name, seed))
     return jobs
 

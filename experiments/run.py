@@ -28,7 +28,8 @@ from experiments import workdir as workdirs
 from experiments.configs import paper as paper_configs
 from mie_jax.data.registry import DATASETS, check_dataset, load_dataset
 from mie_jax.models.encoders import encoder_names
-from mie_jax.train import METHODS, checkpoint, make_config, parallel, train
+from mie_jax.train import checkpoint, make_config, parallel, registry, train
+from mie_jax.train import config as config_lib
 from mie_jax.train.config import VARIANTS
 from mie_jax.train.trainer import FUSIONS
 
@@ -36,7 +37,12 @@ from mie_jax.train.trainer import FUSIONS
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="mfeat", choices=DATASETS)
-    parser.add_argument("--method", default="mie", choices=METHODS)
+    parser.add_argument(
+        "--method",
+        default="mie",
+        choices=registry.names(),
+        help="; ".join(f"{spec.name}: {spec.summary}" for spec in registry.specs()),
+    )
     parser.add_argument("--variant", default="paper", choices=VARIANTS)
     parser.add_argument(
         "--fusion", default="average", choices=FUSIONS, help="fusion that selects the model and heads the table"
@@ -49,8 +55,9 @@ def parse_args(argv):
         dest="overrides",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable); an unknown key lists the valid ones",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. mie.tau=0.5 or train.batch_size=32 (repeatable); "
+        "an unknown key lists the valid ones",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --workdir from its newest intact checkpoint"
@@ -131,7 +138,7 @@ def _check_before_writing(config, dataset) -> None:
             f"(it has {sorted(dataset.splits['train'].inputs)})."
         )
     check_dataset(dataset)
-    parallel.check_batch_size(config.batch_size, parallel.data_mesh(config.num_devices))
+    parallel.check_batch_size(config.train.batch_size, parallel.data_mesh(config.train.num_devices))
 
 
 def _one_line(error: BaseException) -> str:
@@ -186,7 +193,7 @@ def main(argv=None) -> int:
                     workdir,
                     resume=args.resume,
                     marker=marker,
-                    layout_keys=checkpoint.LAYOUT_KEYS,
+                    layout_keys=config_lib.LAYOUT_KEYS,
                     say=lambda line: print(line, file=sys.stderr, flush=True),
                 )
                 _route_library_logs(os.path.join(workdir, "run.log"))
@@ -212,7 +219,7 @@ def main(argv=None) -> int:
 def _train_and_report(args, config, dataset, workdir, writer, mark=None) -> int:
     views = ", ".join(config.modalities)
     title = f"{args.dataset} ({views}): {config.method}, {config.variant} variant, seed {config.seed}"
-    selection_split = "test" if config.select_on == "test" else "validation"
+    selection_split = "test" if config.train.select_on == "test" else "validation"
     print(title, file=sys.stderr)
     log = None
 

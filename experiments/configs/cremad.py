@@ -8,14 +8,12 @@ model selection, the published test split is reported.
   python -m experiments.run --dataset cremad --data-dir /data/CREMA-D --variant reference
 """
 
-from experiments.configs import paper
+from experiments.configs import merge, paper
 
 
 def get_config() -> dict:
-    return {
-        **paper.AUDIO_VISUAL,
+    return merge(
+        paper.AUDIO_VISUAL,
         # The paper gives no phase length; these are the released code's stages.
-        "phase_schedule": (25, 50),
-        "outer_iterations": 3,
-        "reference": paper.REFERENCE,
-    }
+        {"train": {"phase_schedule": (25, 50), "outer_iterations": 3}, "reference": paper.REFERENCE},
+    )

@@ -6,14 +6,12 @@ training class is held out for model selection.
   python -m experiments.run --dataset kinetics_sounds --data-dir /data/kinetics_sounds
 """
 
-from experiments.configs import paper
+from experiments.configs import merge, paper
 
 
 def get_config() -> dict:
-    return {
-        **paper.AUDIO_VISUAL,
+    return merge(
+        paper.AUDIO_VISUAL,
         # The released code's stages.
-        "phase_schedule": (25, 50),
-        "outer_iterations": 2,
-        "reference": paper.REFERENCE,
-    }
+        {"train": {"phase_schedule": (25, 50), "outer_iterations": 2}, "reference": paper.REFERENCE},
+    )

@@ -15,33 +15,31 @@ uint8 frames are scaled to [-1, 1], as pytorch-i3d's loaders scale them. A run
 without them warns at its start.
 
   python -m experiments.run --dataset nvgesture --data-dir /data/nvGesture_v1
-      --set encoder_weights=rgb=/w/rgb.safetensors,depth=/w/rgb.safetensors,flow=/w/flow.safetensors
+      --set model.encoder_weights=rgb=/w/rgb.safetensors,depth=/w/rgb.safetensors,flow=/w/flow.safetensors
 """
 
-from experiments.configs import paper
+from experiments.configs import merge, paper
 
 # The pretrained weights the paper's setting assumes, by modality (paper.missing_pretrained_warning).
 PRETRAINED_WEIGHTS = {
-    "rgb": "I3D RGB, --set encoder_weights=rgb=rgb_imagenet.safetensors",
-    "depth": "I3D RGB (stem averaged), --set encoder_weights=depth=rgb_imagenet.safetensors",
-    "flow": "I3D flow, --set encoder_weights=flow=flow_imagenet.safetensors",
+    "rgb": "I3D RGB, --set model.encoder_weights=rgb=rgb_imagenet.safetensors",
+    "depth": "I3D RGB (stem averaged), --set model.encoder_weights=depth=rgb_imagenet.safetensors",
+    "flow": "I3D flow, --set model.encoder_weights=flow=flow_imagenet.safetensors",
 }
 
 
 def get_config() -> dict:
-    return {
-        **paper.METHOD,
-        **paper.SGD,
-        # The released code's order and stages: 50 epochs per modality, twice round.
-        "modalities": ("depth", "rgb", "flow"),
-        "phase_schedule": (50,),
-        "outer_iterations": 2,
-        "encoder": "i3d",
-        "dim": 1024,
-        "batch_size": 4,
-        # Section 4.2.3: 6 for NVGesture.
-        "covariance_batch_size": 6,
-        "rho": 1e-10,
-        "selection_metric": "macro_f1",
-        "reference": paper.REFERENCE,
-    }
+    return merge(
+        paper.METHOD,
+        paper.SGD,
+        {
+            # The released code's order and stages: 50 epochs per modality, twice round.
+            "modalities": ("depth", "rgb", "flow"),
+            "train": {"phase_schedule": (50,), "outer_iterations": 2, "batch_size": 4, "selection_metric": "macro_f1"},
+            "model": {"encoder": "i3d", "dim": 1024},
+            # Section 4.2.3: 6 for NVGesture.
+            "mie": {"covariance_batch_size": 6},
+            "sam": {"rho": 1e-10},
+            "reference": paper.REFERENCE,
+        },
+    )

@@ -1,7 +1,7 @@
 """Converts a torch ``.pth`` / ``.pt`` state dict into a safetensors file, for machines without torch.
 
 Run it where torch is installed; the ``.safetensors`` file then loads anywhere
-through ``--set encoder_weights=MODALITY=FILE`` (:mod:`mie_jax.models.pretrained`):
+through ``--set model.encoder_weights=MODALITY=FILE`` (:mod:`mie_jax.models.pretrained`):
 
   python -m mie_jax.models.convert rgb_imagenet.pt                 # writes rgb_imagenet.safetensors
   python -m mie_jax.models.convert resnet50-0676ba61.pth /w/resnet50.safetensors

@@ -1,7 +1,7 @@
-"""Encoders by name: what ``TrainConfig.encoder`` selects for each modality.
+"""Encoders by name: what ``config.model.encoder`` selects for each modality.
 
 Every encoder maps one modality's inputs to the common feature size ``Dim``
-(``config.dim``), so MIE's head, and its ``T`` matrices, have the same shapes
+(``config.model.dim``), so MIE's head, and its ``T`` matrices, have the same shapes
 for every modality (the paper, end of section 3.2).
 """
 
@@ -12,6 +12,8 @@ from flax import nnx
 
 from mie_jax.models import bert as bert_lib
 from mie_jax.models import pretrained
+from mie_jax.models.classifier import UnimodalClassifier
+from mie_jax.models.head import Head
 from mie_jax.models.mlp import MLPEncoder
 from mie_jax.models.i3d import I3D
 from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
@@ -85,31 +87,41 @@ class TextEncoder(nnx.Module):
 
 
 def encoder_names(config, modalities: Sequence[str]) -> Mapping[str, str]:
-    """Parses ``config.encoder``: one name for every modality, or ``modality=name,...``.
+    """``config.model.encoder`` per modality: one name for every modality, or a ``{modality: name}`` mapping.
 
     Raises:
       ValueError: an unknown encoder name, or a modality without one.
     """
-    spec = config.encoder
-    if "=" not in spec:
-        names = {m: spec for m in modalities}
-    else:
-        names = dict(item.split("=", 1) for item in spec.split(","))
+    spec = config.model.encoder
+    names = {m: spec for m in modalities} if isinstance(spec, str) else dict(spec)
     missing = [m for m in modalities if m not in names]
     if missing:
-        raise ValueError(f"encoder {spec!r} names no encoder for modalities {missing}.")
+        raise ValueError(f"model.encoder {spec!r} names no encoder for modalities {missing}.")
     for name in names.values():
         if name not in ENCODERS:
-            raise ValueError(f"encoder must name encoders from {list(ENCODERS)}, got {name!r}.")
+            raise ValueError(f"model.encoder must name encoders from {list(ENCODERS)}, got {name!r}.")
     return names
 
 
-def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str = "") -> nnx.Module:
-    """The encoder ``name`` for ``modality``'s examples of ``input_shape``, with ``config.dim`` outputs.
+def build_encoders(config, shapes: Mapping[str, tuple], rngs: nnx.Rngs) -> dict:
+    """``{modality: encoder}`` for the modalities of ``shapes`` (one example's shape each)."""
+    names = encoder_names(config, list(shapes))
+    return {m: build_encoder(config, names[m], shape, rngs, m) for m, shape in shapes.items()}
 
-    A modality in ``config.imagenet_normalize`` gets its RGB pixels
+
+def build_unimodal_classifier(config, name: str, input_shape, num_classes: int, rngs: nnx.Rngs, modality: str = ""):
+    """The encoder ``name`` for ``modality``'s examples of ``input_shape``, then MIE's head."""
+    encoder = build_encoder(config, name, input_shape, rngs, modality)
+    return UnimodalClassifier(encoder, Head(config.model.dim, num_classes, rngs=rngs))
+
+
+def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str = "") -> nnx.Module:
+    """The encoder ``name`` for ``modality``'s examples of ``input_shape``, with ``config.model.dim`` outputs.
+
+    ``config`` is a :class:`~mie_jax.train.config.TrainConfig`; its ``model``
+    section sizes the encoder. A modality in ``config.data.imagenet_normalize`` gets its RGB pixels
     standardised with ImageNet's statistics (:class:`ProjectedEncoder`). A
-    modality that ``config.encoder_weights`` names gets its backbone's weights
+    modality that ``config.model.encoder_weights`` names gets its backbone's weights
     from that file (:mod:`mie_jax.models.pretrained`); the projection stays
     random. A pretrained I3D takes uint8 frames scaled to [-1, 1], the range of
     pytorch-i3d's training inputs.
@@ -124,41 +136,41 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
     expected = {"mlp": 1, "resnet18": 3, "resnet50": 3, "frames_resnet18": 4, "i3d": 4, "bert": 1}[name]
     if len(shape) != expected:
         raise ValueError(f"encoder {name!r} expects examples with {expected} axes, got shape {shape}.")
-    imagenet_normalize = modality in config.imagenet_normalize
+    imagenet_normalize = modality in config.data.imagenet_normalize
     if imagenet_normalize and (name in ("mlp", "bert") or shape[-1] != 3):
         raise ValueError(
-            f"imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
+            f"data.imagenet_normalize names {modality!r}, whose encoder {name!r} takes examples of shape "
             f"{shape}; expected RGB images or clips (3 channels last) into an image encoder."
         )
-    weights_path = pretrained.weights_by_modality(config.encoder_weights, config.modalities).get(modality)
+    weights_path = config.model.encoder_weights.get(modality)
     if weights_path and name in ("mlp", "bert"):
         raise ValueError(
-            f"encoder_weights names {modality!r}, whose encoder {name!r} takes none; expected a "
-            f"ResNet or I3D modality{' (BERT loads from bert_dir)' if name == 'bert' else ''}."
+            f"model.encoder_weights names {modality!r}, whose encoder {name!r} takes none; expected a "
+            f"ResNet or I3D modality{' (BERT loads from model.bert_dir)' if name == 'bert' else ''}."
         )
     if name == "mlp":
-        return MLPEncoder(shape[0], config.dim, hidden=config.encoder_hidden, rngs=rngs)
+        return MLPEncoder(shape[0], config.model.dim, hidden=config.model.encoder_hidden, rngs=rngs)
     if name == "bert":
-        model, tokenizer = bert_lib.load_bert(config.bert_dir or bert_lib.default_minilm_dir())
-        return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.dim, rngs=rngs)
+        model, tokenizer = bert_lib.load_bert(config.model.bert_dir or bert_lib.default_minilm_dir())
+        return TextEncoder(model, tokenizer.token_to_id("[PAD]"), config.model.dim, rngs=rngs)
     if name == "i3d":  # Clips [T, H, W, C]: RGB 3, depth 1, optical flow 2 channels.
-        backbone = I3D(shape[-1], width_multiplier=config.resnet_width / 64, rngs=rngs)
+        backbone = I3D(shape[-1], width_multiplier=config.model.resnet_width / 64, rngs=rngs)
         if weights_path:
             pretrained.load_backbone(backbone, weights_path)
         return ProjectedEncoder(
             backbone,
             backbone.out_features,
-            config.dim,
+            config.model.dim,
             rngs=rngs,
             imagenet_normalize=imagenet_normalize,
             signed_pixels=bool(weights_path),
         )
     make = resnet50 if name == "resnet50" else resnet18
-    backbone = make(shape[-1], width=config.resnet_width, rngs=rngs)
+    backbone = make(shape[-1], width=config.model.resnet_width, rngs=rngs)
     if weights_path:
         pretrained.load_backbone(backbone, weights_path)
     if name == "frames_resnet18":
         backbone = FrameResNet(backbone)
     return ProjectedEncoder(
-        backbone, backbone.out_features, config.dim, rngs=rngs, imagenet_normalize=imagenet_normalize
+        backbone, backbone.out_features, config.model.dim, rngs=rngs, imagenet_normalize=imagenet_normalize
     )

@@ -1,8 +1,8 @@
 """Pretrained backbone weights from local files: torchvision's ResNets and pytorch-i3d's I3D.
 
-``TrainConfig.encoder_weights`` names a file per modality, e.g.
-``--set encoder_weights=image=/w/resnet50.safetensors`` or
-``--set encoder_weights=rgb=/w/rgb_imagenet.safetensors,flow=/w/flow_imagenet.safetensors``;
+``config.model.encoder_weights`` names a file per modality, e.g.
+``--set model.encoder_weights=image=/w/resnet50.safetensors`` or
+``--set model.encoder_weights=rgb=/w/rgb_imagenet.safetensors,flow=/w/flow_imagenet.safetensors``;
 :func:`mie_jax.models.encoders.build_encoder` loads it into that modality's
 backbone with :func:`load_backbone`. Only the backbone is pretrained: the
 projection to ``dim`` and the head start random, as they do in the peers.
@@ -55,33 +55,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt")
 _DATA_PARALLEL_PREFIX = "module."
 _BATCH_NORM_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
-
-
-def weights_by_modality(entries: Sequence[str], modalities: Sequence[str]) -> dict[str, str]:
-    """Parses ``TrainConfig.encoder_weights``: ``modality=PATH`` entries.
-
-    Args:
-        entries: The entries, e.g. ``("image=/w/resnet50.safetensors",)``.
-        modalities: The run's modalities.
-
-    Returns:
-        The path of each named modality's weights.
-
-    Raises:
-        ValueError: An entry that is not ``modality=PATH``, a modality the run
-            does not have, or a modality named twice.
-    """
-    paths = {}
-    for entry in entries:
-        modality, sep, path = entry.partition("=")
-        if not (sep and modality and path):
-            raise ValueError(f"encoder_weights entries are modality=PATH, got {entry!r}.")
-        if modality not in modalities:
-            raise ValueError(f"encoder_weights names {modality!r}, not a modality of this run {list(modalities)}.")
-        if modality in paths:
-            raise ValueError(f"encoder_weights names {modality!r} twice.")
-        paths[modality] = path
-    return paths
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:

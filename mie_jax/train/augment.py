@@ -53,12 +53,12 @@ def apply(x: jax.Array, crop=None) -> jax.Array:
 
 
 def check_augmentable(config, inputs) -> None:
-    """Raises ValueError unless every modality in ``config.augment`` holds uint8 images or clips."""
-    for m in config.augment:
+    """Raises ValueError unless every modality in ``config.data.augment`` holds uint8 images or clips."""
+    for m in config.data.augment:
         array = inputs[m]
         if array.dtype != jnp.uint8 or array.ndim not in (4, 5):
             raise ValueError(
-                f"augment names {m!r}, whose inputs are {array.dtype} {list(array.shape)}; expected uint8 "
+                f"data.augment names {m!r}, whose inputs are {array.dtype} {list(array.shape)}; expected uint8 "
                 "images [N, H, W, C] or clips [N, F, H, W, C]."
             )
 
@@ -70,4 +70,6 @@ def phase_crops(config, inputs, phase: int, shape, modalities) -> dict:
     augmentation on changes neither the batch order nor the mixup draws.
     """
     rng = batches.phase_rng(config.seed, phase, stream=AUGMENT_STREAM)
-    return {m: crops.crop_draws(rng, tuple(shape), *inputs[m].shape[-3:-1]) for m in modalities if m in config.augment}
+    return {
+        m: crops.crop_draws(rng, tuple(shape), *inputs[m].shape[-3:-1]) for m in modalities if m in config.data.augment
+    }

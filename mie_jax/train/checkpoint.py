@@ -9,7 +9,6 @@ TensorStore arrays (zarr with zstd, in an OCDBT database) carry no checksum of
 their data, so bytes changed on disk would otherwise be restored silently.
 """
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,10 +18,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mie_jax.train.config import LAYOUT_KEYS, flat_items
 
-# Config keys that change where or in what pieces the computation runs, not what it computes:
-# a checkpoint moves freely between their values (e.g. from 8 devices to 1, or to another chunk size).
-LAYOUT_KEYS = ("num_devices", "chunk_steps", "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_minutes")
 
 # The keys of the per-array checksums, and of the checksum of the rest of the metadata, in a checkpoint's metadata.
 CHECKSUMS_KEY = "array_checksums"
@@ -204,8 +201,8 @@ class RunCheckpointer:
 
 
 def config_to_json(config) -> dict:
-    """The config as JSON-compatible values (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    """The config as ``{"section.key": value}`` of JSON-compatible values (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_items(config).items()}
 
 
 def _meta_checksum(meta: dict) -> str:

@@ -12,10 +12,7 @@ import numpy as np
 
 from mie_jax import fusion, metrics
 from mie_jax.data.registry import MultimodalDataset, Split, check_dataset
-from mie_jax.train import checkpoint, loop, parallel, progress
-from mie_jax.train.alternating import AlternatingMethod
-from mie_jax.train.joint import JointMethod
-from mie_jax.train.shared_head import SharedHeadMethod
+from mie_jax.train import checkpoint, loop, parallel, progress, registry
 from mie_jax.train.config import TrainConfig
 
 FUSIONS = ("average", "weighted")
@@ -26,19 +23,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def build_method(config: TrainConfig, dataset: MultimodalDataset, mesh=None):
-    """The training method named by ``config.method``, over ``dataset``'s train split."""
+    """The registered method ``config.method`` (:mod:`mie_jax.train.registry`), over ``dataset``'s train split."""
     missing = [m for m in config.modalities if m not in dataset.splits["train"].inputs]
     if missing:
         raise ValueError(
             f"modalities {missing} are not in dataset {dataset.name!r} "
             f"(it has {sorted(dataset.splits['train'].inputs)})."
         )
-    train = dataset.splits["train"]
-    if config.alternating:
-        return AlternatingMethod(config, train, dataset.num_classes, mesh)
-    if config.method == "mla":
-        return SharedHeadMethod(config, train, dataset.num_classes, mesh)
-    return JointMethod(config, train, dataset.num_classes, mesh)
+    return registry.get(config.method).build(config, dataset.splits["train"], dataset.num_classes, mesh)
 
 
 def evaluate(method, variables, split: Split) -> dict:
@@ -144,11 +136,11 @@ def train(
     if fusion_name not in FUSIONS:
         raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion_name!r}.")
     check_dataset(dataset)
-    mesh = parallel.data_mesh(config.num_devices)
-    parallel.check_batch_size(config.batch_size, mesh)
+    mesh = parallel.data_mesh(config.train.num_devices)
+    parallel.check_batch_size(config.train.batch_size, mesh)
     method = build_method(config, dataset, mesh)
     head = headline(method, fusion_name)
-    selection_split = dataset.splits["test" if config.select_on == "test" else "validation"]
+    selection_split = dataset.splits["test" if config.train.select_on == "test" else "validation"]
     state = parallel.replicate(method.init(), mesh)
     best = {"variables": method.variables(state), "score": jnp.asarray(-math.inf), "phase": jnp.asarray(-1)}
     history, position = [], _Position()
@@ -183,13 +175,13 @@ def train(
         while phase < end:
             best_variables = best["variables"] if int(best["phase"]) >= 0 else None
             plan = method.phase_plan(state, phase, best_variables, inside=position.phase_step > 0)
-            chunk = plan.chunk_steps(config.chunk_steps)
+            chunk = plan.chunk_steps(config.train.chunk_steps)
             losses, steps_done = list(position.phase_losses), position.steps_done
             bar = progress.PhaseProgress(
                 f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)})",
                 plan.num_steps,
                 position.phase_step,
-                config.batch_size,
+                config.train.batch_size,
                 bar=progress.wants_bar(quiet),
             )
             carry = plan.carry
@@ -224,10 +216,10 @@ def train(
                 raise NonFiniteLossError(
                     f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}): {error} after "
                     f"{int(np.sum(~np.isfinite(losses)))} of {len(losses)} steps were skipped as non-finite "
-                    f"(skip_nonfinite_steps={config.skip_nonfinite_steps}); lower learning_rate; "
+                    f"(optimizer.skip_nonfinite_steps={config.optimizer.skip_nonfinite_steps}); lower learning_rate; "
                     f"{_kept(checkpointer)}."
                 ) from None
-            score = validation[head][config.selection_metric]
+            score = validation[head][config.train.selection_metric]
             if score > float(best["score"]):
                 best = {"variables": method.variables(state), "score": jnp.asarray(score), "phase": jnp.asarray(phase)}
             record = {
@@ -253,8 +245,9 @@ def train(
 
 def _checkpoint_due(config, steps_since: int, seconds_since: float) -> bool:
     """Whether a checkpoint inside the phase is due, by ``checkpoint_every_steps`` or ``_minutes``."""
-    by_steps = config.checkpoint_every_steps and steps_since >= config.checkpoint_every_steps
-    by_time = config.checkpoint_every_minutes and seconds_since >= 60 * config.checkpoint_every_minutes
+    every_steps, every_minutes = config.train.checkpoint_every_steps, config.train.checkpoint_every_minutes
+    by_steps = every_steps and steps_since >= every_steps
+    by_time = every_minutes and seconds_since >= 60 * every_minutes
     return bool(by_steps or by_time)
 
 
@@ -264,15 +257,12 @@ def _check_finite(losses, config, method, phase, checkpointer) -> None:
     if not nonfinite.any():
         return
     # Skipping tolerates isolated bad steps, not a phase that ends in more of them than may be skipped.
-    diverged = not np.any(np.isfinite(losses[-(config.skip_nonfinite_steps + 1) :]))
-    if config.skip_nonfinite_steps and not diverged:
+    skip = config.optimizer.skip_nonfinite_steps
+    diverged = not np.any(np.isfinite(losses[-(skip + 1) :]))
+    if skip and not diverged:
         return
     bad_step = int(np.flatnonzero(nonfinite)[0])
-    why = (
-        f"; more than skip_nonfinite_steps={config.skip_nonfinite_steps} non-finite steps in a row at its end"
-        if config.skip_nonfinite_steps
-        else ""
-    )
+    why = f"; more than optimizer.skip_nonfinite_steps={skip} non-finite steps in a row at its end" if skip else ""
     raise NonFiniteLossError(
         f"phase {phase + 1}/{method.num_phases} ({method.phase_name(phase)}), step {bad_step + 1}: "
         f"loss is {losses[bad_step]}{why}; {_kept(checkpointer)}."
@@ -289,7 +279,7 @@ def _finish(method, best, history, config, head, dataset, *, finished: bool) -> 
     return {
         "history": history,
         "selected_phase": int(best["phase"]),
-        "selected_on": config.select_on,
+        "selected_on": config.train.select_on,
         "headline": head,
         "num_phases": method.num_phases,
         "finished": finished,

@@ -12,6 +12,8 @@ References:
   Unimodal Adaptation <https://arxiv.org/abs/2311.10707>`_, CVPR 2024.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -19,11 +21,10 @@ from flax import nnx
 
 import mie_jax
 from mie_jax.models import Head, SharedHeadClassifier
-from mie_jax.models.encoders import build_encoder, encoder_names
+from mie_jax.models.encoders import build_encoders
 from mie_jax.models.head import HEAD_LAYERS
-from mie_jax.train import augment, feed, parallel, steps
-from mie_jax.train.config import TrainConfig
-from mie_jax.train.single_model import SingleModelMethod
+from mie_jax.train import augment, feed, options, parallel, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod
 
 
 def _head_kernel_mask(params):
@@ -32,21 +33,36 @@ def _head_kernel_mask(params):
     return jax.tree.map(lambda leaf: leaf is True, tree, is_leaf=lambda x: x is None)
 
 
+@dataclasses.dataclass(frozen=True)
+class MLAOptions:
+    """The ``mla`` section.
+
+    Attributes:
+      alpha_base: OWM's alpha is ``alpha_base ** (1 + batch / batches_per_epoch)``.
+      projection: apply MLA's projection (its public code never does).
+    """
+
+    alpha_base: float = options.number(0.1, ("(", 0.0))
+    projection: bool = options.flag(True)
+
+    def __post_init__(self):
+        options.validate("mla.", self)
+
+
 class SharedHeadMethod(SingleModelMethod):
     """``mla``."""
 
     per_modality = True
 
-    def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
+    def __init__(self, config, train_split, num_classes: int, mesh=None):
         super().__init__(config, train_split, mesh)
         rngs = nnx.Rngs(config.seed)
-        names = encoder_names(config, self.modalities)
-        encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
-        model = SharedHeadClassifier(encoders, Head(config.dim, num_classes, rngs=rngs))
+        encoders = build_encoders(config, {m: self.inputs[m].shape[1:] for m in self.modalities}, rngs)
+        model = SharedHeadClassifier(encoders, Head(config.model.dim, num_classes, rngs=rngs))
         projection = None
         m, per_epoch = len(self.modalities), self.steps_per_epoch
-        if config.mla_projection:
-            base = config.mla_alpha_base
+        if config.mla.projection:
+            base = config.mla.alpha_base
             projection = mie_jax.orthogonal_projection(
                 # One update per modality per batch: count // m is the batch number.
                 alpha=lambda count: base ** (1.0 + ((count // m) % per_epoch) / per_epoch),
@@ -54,13 +70,13 @@ class SharedHeadMethod(SingleModelMethod):
             )
         # One update per modality per batch: an epoch is m * per_epoch updates.
         self._finish(
-            model, steps.make_optimizer(config, sam=False, steps_per_epoch=m * per_epoch, projection=projection)
+            model, steps.make_optimizer(config.optimizer, steps_per_epoch=m * per_epoch, projection=projection)
         )
         self.predicts = {m: steps.make_predict(self.graphdef, modality=m) for m in self.modalities}
 
     def _make_step(self):
         graphdef, tx, modalities = self.graphdef, self.tx, self.modalities
-        project, mesh = self.config.mla_projection, self.mesh
+        project, mesh = self.config.mla.projection, self.mesh
 
         def step(constants, carry, batch):
             del constants
@@ -97,8 +113,20 @@ class SharedHeadMethod(SingleModelMethod):
             m: feed.map_batches(
                 lambda batch, m=m: self.predicts[m](variables["params"], variables["model_state"], batch[m]),
                 {m: inputs[m]},
-                self.config.eval_batch_size,
+                self.config.train.eval_batch_size,
                 self.mesh,
             )
             for m in self.modalities
         }
+
+
+registry.register(
+    registry.MethodSpec(
+        "mla",
+        SharedHeadMethod,
+        "per-batch alternation over a shared head with MLA's orthogonal projection",
+        {"mla": MLAOptions},
+        (registry.ReportRow("MLA", fusion="weighted"),),
+        "Zhang, Latham and Yao, CVPR 2024",
+    )
+)

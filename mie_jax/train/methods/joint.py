@@ -1,7 +1,7 @@
 """Joint training over all modalities at once (the paper's Baseline) and OGM-GE.
 
 ``joint`` minimises one loss on the fused output: concatenated encoder
-features into one head (``joint_fusion="concat"``) or the mean of the
+features into one head (``joint.fusion="concat"``) or the mean of the
 per-modality branches' logits (``"average"``). ``ogm_ge`` is concat joint
 training whose encoder gradients are modulated on the fly: with ``s_j`` the
 summed softmax probability of the true class predicted from modality ``j``'s
@@ -16,17 +16,17 @@ References:
   Modulation <https://arxiv.org/abs/2203.15996>`_, CVPR 2022.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
-from mie_jax.models.encoders import build_encoder, encoder_names
-from mie_jax.train import augment, feed, parallel, steps
-from mie_jax.train.alternating import build_unimodal_classifier
-from mie_jax.train.config import TrainConfig
-from mie_jax.train.single_model import SingleModelMethod
+from mie_jax.models.encoders import build_encoders, build_unimodal_classifier, encoder_names
+from mie_jax.train import augment, feed, options, parallel, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod
 
 
 def ogm_coefficients(scores, alpha):
@@ -52,16 +52,45 @@ def _with_noise(grad, coefficient, key):
     return grad * coefficient + noise
 
 
+@dataclasses.dataclass(frozen=True)
+class JointOptions:
+    """The ``joint`` section.
+
+    Attributes:
+      fusion: ``concat`` (encoder features concatenated into one head) or
+        ``average`` (the mean of per-modality branches' logits).
+    """
+
+    fusion: str = options.choice("concat", ("concat", "average"))
+
+    def __post_init__(self):
+        options.validate("joint.", self)
+
+
+@dataclasses.dataclass(frozen=True)
+class OGMOptions:
+    """The ``ogm_ge`` section.
+
+    Attributes:
+      alpha: OGM's modulation strength (the paper's alpha).
+    """
+
+    alpha: float = options.number(0.5, ("[", 0.0))
+
+    def __post_init__(self):
+        options.validate("ogm_ge.", self)
+
+
 class JointMethod(SingleModelMethod):
     """``joint`` and ``ogm_ge``: one model, one loss, one epoch per phase."""
 
     per_modality = False
 
-    def __init__(self, config: TrainConfig, train_split, num_classes: int, mesh=None):
+    def __init__(self, config, train_split, num_classes: int, mesh=None):
         super().__init__(config, train_split, mesh)
         rngs = nnx.Rngs(config.seed)
-        names = encoder_names(config, self.modalities)
-        if config.method == "joint" and config.joint_fusion == "average":
+        if config.reads("joint") and config.joint.fusion == "average":
+            names = encoder_names(config, self.modalities)
             model = LogitAverageClassifier(
                 {
                     m: build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
@@ -69,9 +98,9 @@ class JointMethod(SingleModelMethod):
                 }
             )
         else:
-            encoders = {m: build_encoder(config, names[m], self.inputs[m].shape[1:], rngs, m) for m in self.modalities}
-            model = ConcatClassifier(encoders, Head(config.dim * len(self.modalities), num_classes, rngs=rngs))
-        self._finish(model, steps.make_optimizer(config, sam=False, steps_per_epoch=self.steps_per_epoch))
+            encoders = build_encoders(config, {m: self.inputs[m].shape[1:] for m in self.modalities}, rngs)
+            model = ConcatClassifier(encoders, Head(config.model.dim * len(self.modalities), num_classes, rngs=rngs))
+        self._finish(model, steps.make_optimizer(config.optimizer, steps_per_epoch=self.steps_per_epoch))
         self.predict = steps.make_predict(self.graphdef)
 
     def _modality_scores(self, params, model_state, features, y):
@@ -87,7 +116,7 @@ class JointMethod(SingleModelMethod):
 
     def _make_step(self):
         graphdef, tx, config, mesh = self.graphdef, self.tx, self.config, self.mesh
-        modulate = config.method == "ogm_ge"
+        alpha = config.ogm_ge.alpha if config.reads("ogm_ge") else None
 
         def step(constants, carry, batch):
             del constants
@@ -103,7 +132,7 @@ class JointMethod(SingleModelMethod):
             def modify_grads(grads, aux):
                 features = jax.lax.stop_gradient(aux[0])
                 names, scores = self._modality_scores(params, model_state, features, y)
-                coefficients = ogm_coefficients(scores, config.ogm_alpha)
+                coefficients = ogm_coefficients(scores, alpha)
                 encoders = dict(grads["encoders"])
                 for i, name in enumerate(names):
                     leaves, treedef = jax.tree.flatten(encoders[name])
@@ -114,7 +143,7 @@ class JointMethod(SingleModelMethod):
                 return {**grads, "encoders": encoders}
 
             params, opt_state, loss, (_, model_state) = steps.optimizer_step(
-                loss_fn, tx, params, opt_state, modify_grads=modify_grads if modulate else None
+                loss_fn, tx, params, opt_state, modify_grads=modify_grads if alpha is not None else None
             )
             return (params, model_state, opt_state), loss
 
@@ -128,4 +157,28 @@ class JointMethod(SingleModelMethod):
         """The joint prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
         columns = {m: inputs[m] for m in self.modalities}
         predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.eval_batch_size, self.mesh)}
+        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
+
+
+registry.register(
+    registry.MethodSpec(
+        "joint",
+        JointMethod,
+        "one loss on the fused output (`joint.fusion`: `concat` or `average`): the paper's Baseline",
+        {"joint": JointOptions},
+        (
+            registry.ReportRow("joint (concat)", {"joint": {"fusion": "concat"}}),
+            registry.ReportRow("joint (average)", {"joint": {"fusion": "average"}}),
+        ),
+    )
+)
+registry.register(
+    registry.MethodSpec(
+        "ogm_ge",
+        JointMethod,
+        "concat joint training with OGM-GE's on-the-fly gradient modulation",
+        {"ogm_ge": OGMOptions},
+        (registry.ReportRow("OGM-GE"),),
+        "Peng et al., CVPR 2022",
+    )
+)

@@ -3,7 +3,6 @@
 import numpy as np
 
 from mie_jax.train import augment, batches, feed, loop, steps
-from mie_jax.train.config import TrainConfig
 
 
 class SingleModelMethod:
@@ -17,13 +16,13 @@ class SingleModelMethod:
     ``_phase_keys`` may supply per-step PRNG keys.
     """
 
-    def __init__(self, config: TrainConfig, train_split, mesh=None):
+    def __init__(self, config, train_split, mesh=None):
         self.config = config
         self.mesh = mesh
         self.modalities = tuple(config.modalities)
         self.inputs = {m: train_split.inputs[m] for m in self.modalities}  # Host columns, read batch by batch.
         self.labels = np.asarray(train_split.labels, np.int32)
-        self.steps_per_epoch = batches.steps_per_epoch(len(self.labels), config.batch_size)
+        self.steps_per_epoch = batches.steps_per_epoch(len(self.labels), config.train.batch_size)
         augment.check_augmentable(config, self.inputs)
 
     def _finish(self, model, tx):
@@ -35,7 +34,7 @@ class SingleModelMethod:
 
     @property
     def num_phases(self) -> int:
-        return self.config.outer_iterations * self.config.phase_epochs
+        return self.config.train.outer_iterations * self.config.train.phase_epochs
 
     def phase_name(self, phase: int) -> str:
         return f"epoch {phase + 1}"
@@ -53,8 +52,9 @@ class SingleModelMethod:
     def draws(self, phase: int) -> feed.StepDraws:
         """The epoch's batch order, crops and keys: a pure function of (seed, phase); no mixup."""
         rng = batches.phase_rng(self.config.seed, phase)
-        order = batches.epoch_batches(rng, len(self.labels), self.config.batch_size, 1)
-        lam, partners = batches.mixup_draws(rng, 0.0, order.shape[0], self.config.batch_size)
+        batch_size = self.config.train.batch_size
+        order = batches.epoch_batches(rng, len(self.labels), batch_size, 1)
+        lam, partners = batches.mixup_draws(rng, 0.0, order.shape[0], batch_size)
         crops = augment.phase_crops(self.config, self.inputs, phase, order.shape, self.modalities)
         return feed.StepDraws(order, lam, partners, crops, self._phase_keys(rng, order.shape[0]))
 

@@ -1,0 +1,9 @@
+"""Every training method, one module each; importing a module registers its methods.
+
+This list is the registry's table of contents (:mod:`mie_jax.train.registry`):
+a new method is a new module here plus its import line below.
+"""
+
+from mie_jax.train.methods import alternating  # noqa: F401  mie, mie_no_sam, mie_no_gm, unimodal
+from mie_jax.train.methods import joint  # noqa: F401  joint, ogm_ge
+from mie_jax.train.methods import mla  # noqa: F401  mla
