@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from mie_jax.data import crops
+from mie_jax.data import text as text_lib
 
 Transform = Callable[[Any, np.random.Generator], Any]
 
@@ -130,10 +131,10 @@ def add_channel_axis(array: np.ndarray, rng: Optional[np.random.Generator] = Non
 
 
 def tokenize(tokenizer, length: int) -> Transform:
-    """A transform of one text into its WordPiece ids, with :func:`mie_jax.models.bert.tokenize`.
+    """A transform of one text into its WordPiece ids, with :func:`mie_jax.data.text.tokenize`.
 
     Args:
-      tokenizer: a tokenizer from :func:`mie_jax.models.bert.load_tokenizer`.
+      tokenizer: a tokenizer from :func:`mie_jax.data.text.load_tokenizer`.
       length: tokens per text, [CLS] and [SEP] included; longer texts are cut,
         shorter ones padded with [PAD] (the text encoder's mask is ``ids != pad``).
 
@@ -150,13 +151,10 @@ def tokenize(tokenizer, length: int) -> Transform:
 
 
 def _token_ids(text, rng: Optional[np.random.Generator] = None, *, tokenizer, length: int) -> np.ndarray:
-    # Imported here: BERT's module loads flax, which pipelines without text need not.
-    from mie_jax.models import bert
-
     del rng  # Deterministic.
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    return bert.tokenize(tokenizer, [text], length)[0][0]
+    return text_lib.tokenize(tokenizer, [text], length)[0][0]
 
 
 def modality_pipeline(

@@ -7,7 +7,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from mie_jax.data import builders, columns, emoji, mfeat, prepare, prepared_arrays
-from mie_jax.models import bert
+from mie_jax.data import text
 
 SPLITS = ("train", "validation", "test")
 
@@ -108,13 +108,13 @@ def _load_emoji(modalities, options):
     unknown = sorted(set(modalities) - {"image", "text"})
     if unknown:
         raise ValueError(f"emoji has the modalities ['image', 'text'], got unknown {unknown}.")
-    tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
+    tokenizer = text.load_tokenizer(options.text_dir or text.default_minilm_dir())
     splits = {}
     for split in SPLITS:
         arrays = emoji.load_emoji(data_dir, split=split)
         inputs = {
             "image": arrays["image"],
-            "text": bert.tokenize(tokenizer, arrays["text"], options.text_length or EMOJI_TEXT_LENGTH)[0],
+            "text": text.tokenize(tokenizer, arrays["text"], options.text_length or EMOJI_TEXT_LENGTH)[0],
         }
         splits[split] = Split({m: inputs[m] for m in modalities}, arrays["label"])
     return len(emoji.GROUPS), splits
@@ -148,11 +148,11 @@ def _load_paper(name, modalities, options):
     text_length = options.text_length or PAPER_TEXT_LENGTH
     tokenizer = None
     if "text" in modalities:
-        tokenizer = bert.load_tokenizer(options.text_dir or bert.default_minilm_dir())
+        tokenizer = text.load_tokenizer(options.text_dir or text.default_minilm_dir())
 
     def column(path, field):
         if field == "text":  # Token ids are small: the whole split stays in memory.
-            return bert.tokenize(tokenizer, prepared_arrays.read_texts(path), text_length)[0]
+            return text.tokenize(tokenizer, prepared_arrays.read_texts(path), text_length)[0]
         if field == "audio":  # One channel, as a 2-D image.
             return columns.NpyColumn(path, (*features[field].shape, 1))
         return columns.NpyColumn(path)
