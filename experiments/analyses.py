@@ -19,21 +19,26 @@ analyses.json (every number behind it), sensitivity_tau.png, sensitivity_rho.png
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments import configs, report
 from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import MultimodalDataset, load_dataset
+from mie_jax.analysis.landscape import (
+    INNER_RADIUS,
+    classifier_loss_fn,
+    filter_normalized_direction,
+    loss_surface,
+    surface_summary,
+)
+from mie_jax.analysis.spectra import head_relative_change, head_singular_values, spectrum_summary
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import TrainConfig, loop, make_config, train
 from mie_jax.train.trainer import build_method, evaluate
@@ -49,151 +54,8 @@ MODEL_METHODS = ("mie", "mie_no_sam", "mie_no_gm", "unimodal")
 QUICK_MODEL_METHODS = ("mie", "mie_no_sam")
 FULL = {"seeds": 3, "values": 5, "grid": 11}
 QUICK = {"seeds": 1, "values": 3, "grid": 5}
-TOP_K = 5
-# The landscape's "inner" region: within half the grid's radius of the trained weights.
-INNER_RADIUS = 0.5
 JSON_NAME = "analyses.json"
 MARKDOWN_NAME = "ANALYSES.md"
-
-
-@jax.jit  # One program per parameter structure instead of a dozen small ones per leaf.
-def filter_normalized_direction(params: Any, key: jax.Array) -> Any:
-    """A random direction in parameter space, normalised filter by filter (Li et al. 2018).
-
-    Each weight of two or more axes gets a Gaussian direction whose every filter has
-    the norm of the same filter of the weight. Flax kernels keep their output units
-    last (Dense ``[in, out]``, convolution ``[h, w, in, out]``), so a filter is one
-    slice ``[..., o]``. Biases and other 1-D parameters (e.g. normalisation scales)
-    get zero, as in Li et al.: perturbing them says little about the landscape.
-
-    Args:
-      params: a pytree of parameter arrays.
-      key: a JAX PRNG key.
-
-    Returns:
-      A pytree of ``params``' structure, shapes and dtypes.
-    """
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-
-    def direction(weight, leaf_key):
-        if weight.ndim <= 1:
-            return jnp.zeros_like(weight)
-        gaussian = jax.random.normal(leaf_key, weight.shape, weight.dtype)
-        filter_axes = tuple(range(weight.ndim - 1))
-        weight_norms = jnp.sqrt(jnp.sum(weight**2, axis=filter_axes, keepdims=True))
-        gaussian_norms = jnp.sqrt(jnp.sum(gaussian**2, axis=filter_axes, keepdims=True))
-        return gaussian * (weight_norms / gaussian_norms)
-
-    return jax.tree.unflatten(treedef, [direction(w, k) for w, k in zip(leaves, keys)])
-
-
-def loss_surface(
-    loss_fn: Callable[[Any], jax.Array], params: Any, d1: Any, d2: Any, grid: Sequence[float]
-) -> np.ndarray:
-    """The loss on the plane through ``params`` spanned by ``d1`` and ``d2``.
-
-    Args:
-      loss_fn: a traceable function of parameters of ``params``' structure, returning a scalar.
-      params: the centre of the plane.
-      d1: the first direction (rows of the result), of ``params``' structure.
-      d2: the second direction (columns of the result).
-      grid: the coordinates along each direction.
-
-    Returns:
-      ``surface[i, j] = loss_fn(params + grid[i] * d1 + grid[j] * d2)``, a float64
-      array ``[len(grid), len(grid)]``.
-    """
-    coordinates = np.asarray(grid, np.float32)
-    alphas, betas = np.meshgrid(coordinates, coordinates, indexing="ij")
-
-    def loss_at(point):
-        alpha, beta = point
-        return loss_fn(jax.tree.map(lambda p, u, v: p + alpha * u + beta * v, params, d1, d2))
-
-    # One compiled loop over the grid: one model's forward pass in memory at a time.
-    losses = jax.jit(lambda a, b: jax.lax.map(loss_at, (a, b)))(alphas.ravel(), betas.ravel())
-    return np.asarray(losses, np.float64).reshape(len(coordinates), len(coordinates))
-
-
-def surface_summary(surface: np.ndarray, grid: Sequence[float]) -> dict:
-    """How much the loss rises around the centre of a surface from :func:`loss_surface`.
-
-    Args:
-      surface: ``[n, n]`` losses over ``grid`` x ``grid``.
-      grid: the coordinates, containing 0 (the trained weights).
-
-    Returns:
-      ``center_loss``; ``mean_rise`` and ``max_rise`` of ``surface - center_loss`` over
-      the whole grid; ``inner_mean_rise`` over the points within ``INNER_RADIUS`` of
-      the centre along both directions. A flatter minimum has smaller rises.
-    """
-    grid = np.asarray(grid)
-    center = int(np.argmin(np.abs(grid)))
-    rise = surface - surface[center, center]
-    inner = np.abs(grid) <= INNER_RADIUS + 1e-9
-    return {
-        "center_loss": float(surface[center, center]),
-        "mean_rise": float(rise.mean()),
-        "max_rise": float(rise.max()),
-        "inner_mean_rise": float(rise[np.ix_(inner, inner)].mean()),
-    }
-
-
-def head_singular_values(params: Mapping[str, Any]) -> dict:
-    """The singular values of each head kernel of one modality's classifier.
-
-    Args:
-      params: the classifier's parameters, with ``params["head"][layer]["kernel"]``
-        for each layer of ``HEAD_LAYERS``.
-
-    Returns:
-      ``{layer: singular values}``, each a descending float64 array of length
-      ``min(in, out)`` of the kernel ``[in, out]``.
-    """
-    # The kernels are small: numpy's float64 SVD costs less than compiling one per shape.
-    return {
-        layer: np.linalg.svd(np.asarray(params["head"][layer]["kernel"], np.float64), compute_uv=False)
-        for layer in HEAD_LAYERS
-    }
-
-
-def head_relative_change(params: Mapping[str, Any], initial_params: Mapping[str, Any]) -> dict:
-    """How far training moved each head kernel from its initialisation.
-
-    Args:
-      params: one modality's classifier parameters after training.
-      initial_params: the same classifier's parameters before training.
-
-    Returns:
-      ``{layer: ||W - W0||_F / ||W0||_F}`` for each layer of ``HEAD_LAYERS``.
-    """
-    changes = {}
-    for layer in HEAD_LAYERS:
-        trained, initial = (np.asarray(p["head"][layer]["kernel"], np.float64) for p in (params, initial_params))
-        changes[layer] = float(np.linalg.norm(trained - initial) / np.linalg.norm(initial))
-    return changes
-
-
-def spectrum_summary(singular_values: Sequence[float]) -> dict:
-    """A short description of one kernel's spectrum.
-
-    Args:
-      singular_values: the kernel's singular values, in any order.
-
-    Returns:
-      ``top`` (the ``TOP_K`` largest, descending), ``largest``, ``condition_number``
-      (largest over smallest) and ``top_energy`` (the share of the squared Frobenius
-      norm in the ``TOP_K`` largest).
-    """
-    values = np.sort(np.asarray(singular_values, np.float64))[::-1]
-    energy = values**2
-    return {
-        "top": values[:TOP_K].tolist(),
-        "largest": float(values[0]),
-        "condition_number": float(values[0] / values[-1]),
-        "top_energy": float(energy[:TOP_K].sum() / energy.sum()),
-    }
 
 
 def pick_values(values: Sequence[float], count: int) -> list:
@@ -212,31 +74,15 @@ def pick_values(values: Sequence[float], count: int) -> list:
     return [values[int(i)] for i in np.round(np.linspace(0, len(values) - 1, count))]
 
 
-def classifier_loss_fn(predict: Callable, model_state: Any, inputs: Any, labels: Any) -> Callable:
-    """The mean cross-entropy of one modality's classifier as a function of its parameters.
-
-    Args:
-      predict: ``(params, model_state, inputs) -> logits``, e.g. ``AlternatingMethod.predicts[m]``.
-      model_state: the classifier's non-parameter state (BatchNorm statistics; empty for MLPs).
-      inputs: the modality's examples.
-      labels: their integer classes.
-
-    Returns:
-      ``loss(params) -> scalar``, traceable.
-    """
-    inputs, labels = jnp.asarray(inputs), jnp.asarray(labels)
-
-    def loss(params):
-        logits = predict(params, model_state, inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    return loss
+# The swept parameters' config keys.
+SWEPT_KEYS = {"tau": "mie.tau", "rho": "sam.rho"}
 
 
 def run_config(method: str, seed: int, quick: bool, overrides: Sequence[str], **swept) -> TrainConfig:
-    """mfeat's config for ``method`` and ``seed``; ``swept`` values win over ``--set`` ones."""
-    base = {**configs.get_config(DATASET), **(report.QUICK if quick else {})}
-    return dataclasses.replace(make_config(base, overrides, method=method, seed=seed), **swept)
+    """mfeat's config for ``method`` and ``seed``; ``swept`` values (``tau``, ``rho``) win over ``--set`` ones."""
+    base = configs.merge(configs.get_config(DATASET), report.QUICK if quick else {})
+    config = make_config(base, overrides, method=method, seed=seed)
+    return config.replace({SWEPT_KEYS[name]: value for name, value in swept.items()})
 
 
 def load(config: TrainConfig) -> MultimodalDataset:
@@ -295,7 +141,7 @@ def run_sensitivity(settings: Mapping, log: Progress) -> dict:
     for seed in range(settings["seeds"]):
         dataset = load(run_config("mie", seed, settings["quick"], settings["overrides"]))
         for name, value in points:
-            swept = {"tau": defaults.tau, "rho": defaults.rho, name: value}
+            swept = {"tau": defaults.mie.tau, "rho": defaults.sam.rho, name: value}
             key = (swept["tau"], swept["rho"], seed)
             if key not in trained:
                 results = train(run_config("mie", seed, settings["quick"], settings["overrides"], **swept), dataset)
@@ -306,7 +152,7 @@ def run_sensitivity(settings: Mapping, log: Progress) -> dict:
                     + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items())
                 )
             runs.append({"parameter": name, "value": value, "seed": seed, **trained[key]})
-    return {**sweeps, "defaults": {"tau": defaults.tau, "rho": defaults.rho}, "runs": runs}
+    return {**sweeps, "defaults": {"tau": defaults.mie.tau, "rho": defaults.sam.rho}, "runs": runs}
 
 
 class TrainedModel(NamedTuple):
@@ -929,8 +775,9 @@ def training_description(quick: bool, overrides: Sequence[str]) -> str:
     """The training settings every run shares, in words."""
     config = run_config("mie", 0, quick, overrides)
     text = (
-        f"{config.outer_iterations} outer iterations x {config.phase_epochs} epochs per phase, batch "
-        f"{config.batch_size}, {config.optimizer} lr {config.learning_rate}, tau {config.tau}, rho {config.rho}"
+        f"{config.train.outer_iterations} outer iterations x {config.train.phase_epochs} epochs per phase, batch "
+        f"{config.train.batch_size}, {config.optimizer.name} lr {config.optimizer.learning_rate}, "
+        f"tau {config.mie.tau}, rho {config.sam.rho}"
     )
     return text + (f", overrides {', '.join(overrides)}" if overrides else "")
 
@@ -979,7 +826,7 @@ def parse_args(argv) -> argparse.Namespace:
         dest="overrides",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
+        metavar="SECTION.KEY=VALUE",
         help="override a training config value for every run (repeatable)",
     )
     return parser.parse_args(argv)
@@ -1003,7 +850,7 @@ def make_settings(args) -> dict:
     if "mie" not in methods:
         raise ValueError("--methods must include mie: the other methods are compared with it.")
     for name in methods:
-        if not run_config(name, 0, args.quick, args.overrides).alternating:
+        if not run_config(name, 0, args.quick, args.overrides).reads("alternating"):
             raise ValueError(f"--methods takes alternating methods (one classifier per modality), got {name!r}.")
     if settings["seeds"] < 1:
         raise ValueError(f"--seeds must be >= 1, got {settings['seeds']}.")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import analyses
+from mie_jax.analysis import landscape, spectra
 
 # The smallest training that still runs every phase: one outer iteration of one epoch, a narrow model.
 TINY = [
@@ -20,15 +21,15 @@ TINY = [
     "--methods",
     "mie",
     "--set",
-    "outer_iterations=1",
+    "train.outer_iterations=1",
     "--set",
-    "phase_epochs=1",
+    "train.phase_epochs=1",
     "--set",
-    "dim=16",
+    "model.dim=16",
     "--set",
-    "encoder_hidden=32",
+    "model.encoder_hidden=32",
     "--set",
-    "batch_size=100",
+    "train.batch_size=100",
 ]
 
 
@@ -49,7 +50,7 @@ def random_params(seed=0):
 
 def test_filter_normalized_direction_gives_every_filter_its_weight_norm():
     params = random_params()
-    direction = analyses.filter_normalized_direction(params, jax.random.key(0))
+    direction = landscape.filter_normalized_direction(params, jax.random.key(0))
     assert jax.tree.map(lambda d: (d.shape, d.dtype), direction) == jax.tree.map(lambda p: (p.shape, p.dtype), params)
     # Dense [in, out]: a filter is one output column.
     for o in range(3):
@@ -74,29 +75,29 @@ def test_filter_normalized_direction_gives_every_filter_its_weight_norm():
 
 
 def test_filter_normalized_direction_leaves_biases_and_other_vectors_still():
-    direction = analyses.filter_normalized_direction(random_params(), jax.random.key(1))
+    direction = landscape.filter_normalized_direction(random_params(), jax.random.key(1))
     for leaf in (direction["dense"]["bias"], direction["conv"]["bias"], direction["norm"]["scale"]):
         np.testing.assert_array_equal(leaf, 0.0)
 
 
 def test_filter_normalized_direction_depends_on_the_key_only_through_the_gaussian():
     params = random_params()
-    first = analyses.filter_normalized_direction(params, jax.random.key(0))
-    again = analyses.filter_normalized_direction(params, jax.random.key(0))
-    other = analyses.filter_normalized_direction(params, jax.random.key(2))
+    first = landscape.filter_normalized_direction(params, jax.random.key(0))
+    again = landscape.filter_normalized_direction(params, jax.random.key(0))
+    other = landscape.filter_normalized_direction(params, jax.random.key(2))
     np.testing.assert_array_equal(first["conv"]["kernel"], again["conv"]["kernel"])
     assert not np.allclose(first["conv"]["kernel"], other["conv"]["kernel"])
 
 
 def test_loss_surface_at_the_origin_is_the_loss_at_the_params():
     params = random_params()
-    d1 = analyses.filter_normalized_direction(params, jax.random.key(0))
-    d2 = analyses.filter_normalized_direction(params, jax.random.key(1))
+    d1 = landscape.filter_normalized_direction(params, jax.random.key(0))
+    d2 = landscape.filter_normalized_direction(params, jax.random.key(1))
 
     def loss_fn(p):  # Not quadratic: the origin must be exact for any loss.
         return jnp.sum(jnp.tanh(p["dense"]["kernel"])) + jnp.sum(jnp.cos(p["conv"]["kernel"]))
 
-    surface = analyses.loss_surface(loss_fn, params, d1, d2, [-1.0, 0.0, 1.0])
+    surface = landscape.loss_surface(loss_fn, params, d1, d2, [-1.0, 0.0, 1.0])
     np.testing.assert_allclose(surface[1, 1], float(loss_fn(params)), rtol=1e-6)
 
 
@@ -112,7 +113,7 @@ def test_loss_surface_is_exact_for_a_quadratic_loss():
         return sum(jnp.sum((p[k] - center[k]) ** 2) for k in p)
 
     as_float32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)  # noqa: E731
-    surface = analyses.loss_surface(loss_fn, as_float32(params), as_float32(d1), as_float32(d2), grid)
+    surface = landscape.loss_surface(loss_fn, as_float32(params), as_float32(d1), as_float32(d2), grid)
 
     # ||p + a d1 + b d2 - c||^2 expanded, in float64.
     def dot(x, y):
@@ -140,7 +141,7 @@ def test_loss_surface_is_exact_for_a_quadratic_loss():
 def test_surface_summary_measures_the_rise_around_the_center():
     grid = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     surface = 1.0 + grid[:, None] ** 2 + grid[None, :] ** 2
-    summary = analyses.surface_summary(surface, grid)
+    summary = landscape.surface_summary(surface, grid)
     assert summary["center_loss"] == pytest.approx(1.0)
     assert summary["max_rise"] == pytest.approx(2.0)
     assert summary["mean_rise"] == pytest.approx(2 * np.mean(grid**2))
@@ -155,7 +156,7 @@ def test_head_singular_values_equal_numpy_svd_of_each_kernel():
         for layer, shape in shapes.items()
     }
     params = {"encoder": {"out": {"kernel": jnp.ones((3, 16))}}, "head": head}
-    values = analyses.head_singular_values(params)
+    values = spectra.head_singular_values(params)
     assert set(values) == set(shapes)
     for layer, shape in shapes.items():
         expected = np.linalg.svd(np.asarray(head[layer]["kernel"], np.float64), compute_uv=False)
@@ -172,11 +173,11 @@ def test_head_relative_change_is_the_frobenius_distance_over_the_initial_norm():
             "fc3": {"kernel": jnp.ones((4, 3)).at[0, 0].set(1 + np.sqrt(12))},
         }
     }
-    assert analyses.head_relative_change(trained, initial) == pytest.approx({"fc1": 0.0, "fc2": 2.0, "fc3": 1.0})
+    assert spectra.head_relative_change(trained, initial) == pytest.approx({"fc1": 0.0, "fc2": 2.0, "fc3": 1.0})
 
 
 def test_spectrum_summary_of_a_known_spectrum():
-    summary = analyses.spectrum_summary([1.0, 4.0, 0.5, 2.0, 1.0, 3.0])
+    summary = spectra.spectrum_summary([1.0, 4.0, 0.5, 2.0, 1.0, 3.0])
     assert summary["top"] == [4.0, 3.0, 2.0, 1.0, 1.0]
     assert summary["largest"] == 4.0
     assert summary["condition_number"] == pytest.approx(8.0)
