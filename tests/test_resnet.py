@@ -17,7 +17,7 @@ from mie_jax.models.resnet import BN_EPSILON
 from mie_jax.models.resnet import BN_MOMENTUM
 from mie_jax.models.resnet import BasicBlock
 from mie_jax.models.resnet import Bottleneck
-from mie_jax.models.resnet import FrameResNet
+from mie_jax.models.resnet import frames_resnet18
 from mie_jax.models.resnet import ResNet
 from mie_jax.models.resnet import TorchBatchNorm
 from mie_jax.models.resnet import resnet18
@@ -70,8 +70,7 @@ def test_output_shape(name, channels):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_frame_resnet_output_shape(channels):
-    backbone = nnx.eval_shape(lambda: resnet18(channels, width=WIDTH, rngs=nnx.Rngs(0)))
-    encoder = FrameResNet(backbone)
+    encoder = nnx.eval_shape(lambda: frames_resnet18(channels, width=WIDTH, rngs=nnx.Rngs(0)))
     assert encoder.out_features == 8 * WIDTH
     clips = jax.ShapeDtypeStruct((2, 3, SIZE, SIZE, channels), jnp.float32)  # [B, T, H, W, C]
     out = nnx.eval_shape(lambda m, x: m(x, train=False), encoder, clips)
@@ -111,7 +110,8 @@ def test_batchnorm_keeps_running_averages_as_torch():
 
 
 def test_frame_resnet_pools_over_frames(audio_resnet):
-    encoder = FrameResNet(audio_resnet)
+    encoder = nnx.eval_shape(lambda: frames_resnet18(1, width=WIDTH, rngs=nnx.Rngs(0)))
+    nnx.update(encoder, nnx.state(audio_resnet))  # The same layers under the same names: the same weights.
     clips = _images(3, 2, 2, 1)  # [B=2, T=2, H, W, C=1]
     features = forward(encoder, clips, train=False)
     assert features.shape == (2, encoder.out_features)

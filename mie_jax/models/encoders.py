@@ -10,13 +10,14 @@ from typing import Mapping, Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+
 from mie_jax.models import bert as bert_lib
-from mie_jax.models import pretrained
+from mie_jax.models import pretrained, taps
 from mie_jax.models.classifier import UnimodalClassifier
 from mie_jax.models.head import Head
 from mie_jax.models.mlp import MLPEncoder
 from mie_jax.models.i3d import I3D
-from mie_jax.models.resnet import FrameResNet, resnet18, resnet50
+from mie_jax.models.resnet import frames_resnet18, resnet18, resnet50
 
 ENCODERS = ("mlp", "resnet18", "resnet50", "frames_resnet18", "i3d", "bert")
 
@@ -55,7 +56,7 @@ class ProjectedEncoder(nnx.Module):
         signed_pixels: bool = False,
     ):
         self.backbone = backbone
-        self.projection = nnx.Linear(in_features, dim, rngs=rngs)
+        self.projection = taps.Dense(in_features, dim, rngs=rngs)
         self.imagenet_normalize = imagenet_normalize
         self.signed_pixels = signed_pixels
 
@@ -78,7 +79,7 @@ class TextEncoder(nnx.Module):
     def __init__(self, encoder: bert_lib.BertEncoder, pad_id: int, dim: int, *, rngs: nnx.Rngs):
         self.encoder = encoder
         self.pad_id = pad_id
-        self.projection = nnx.Linear(encoder.config.hidden_size, dim, rngs=rngs)
+        self.projection = taps.Dense(encoder.config.hidden_size, dim, rngs=rngs)
 
     def __call__(self, ids, *, train: bool = False):
         del train  # No dropout: fine-tuning runs deterministic.
@@ -165,12 +166,10 @@ def build_encoder(config, name: str, input_shape, rngs: nnx.Rngs, modality: str 
             imagenet_normalize=imagenet_normalize,
             signed_pixels=bool(weights_path),
         )
-    make = resnet50 if name == "resnet50" else resnet18
+    make = {"resnet18": resnet18, "resnet50": resnet50, "frames_resnet18": frames_resnet18}[name]
     backbone = make(shape[-1], width=config.model.resnet_width, rngs=rngs)
     if weights_path:
         pretrained.load_backbone(backbone, weights_path)
-    if name == "frames_resnet18":
-        backbone = FrameResNet(backbone)
     return ProjectedEncoder(
         backbone, backbone.out_features, config.model.dim, rngs=rngs, imagenet_normalize=imagenet_normalize
     )

@@ -3,6 +3,8 @@
 import jax
 from flax import nnx
 
+from mie_jax.models import taps
+
 # The head's layers, in order; each is a Dense whose kernel MIE's T multiplies.
 HEAD_LAYERS = ("fc1", "fc2", "fc3")
 
@@ -15,9 +17,9 @@ class Head(nnx.Module):
     """
 
     def __init__(self, dim: int, num_classes: int, *, widths=(256, 64), rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(dim, widths[0], rngs=rngs)
-        self.fc2 = nnx.Linear(widths[0], widths[1], rngs=rngs)
-        self.fc3 = nnx.Linear(widths[1], num_classes, rngs=rngs)
+        self.fc1 = taps.Dense(dim, widths[0], rngs=rngs)
+        self.fc2 = taps.Dense(widths[0], widths[1], rngs=rngs)
+        self.fc3 = taps.Dense(widths[1], num_classes, rngs=rngs)
 
     def __call__(self, x):
         hidden = jax.nn.relu(self.fc1(x))

@@ -67,6 +67,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mie_jax.models import taps
+
 from mie_jax.models.resnet import TorchBatchNorm
 
 # pytorch-i3d's BatchNorm3d(eps=0.001, momentum=0.01): running = 0.99 * running + 0.01 * batch.
@@ -132,7 +134,7 @@ class Unit3D(nnx.Module):
             strides: Strides over (T, H, W).
             rngs: Random number generators for the initial weights.
         """
-        self.conv = nnx.Conv(
+        self.conv = taps.Conv(
             in_features,
             out_features,
             kernel_size=tuple(kernel),

@@ -3,6 +3,8 @@
 import jax
 from flax import nnx
 
+from mie_jax.models import taps
+
 
 class MLPEncoder(nnx.Module):
     """Dense -> ReLU -> Dense -> ReLU mapping ``in_dim`` features to ``out_dim``.
@@ -11,8 +13,8 @@ class MLPEncoder(nnx.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, *, hidden: int = 256, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(in_dim, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, out_dim, rngs=rngs)
+        self.hidden = taps.Dense(in_dim, hidden, rngs=rngs)
+        self.out = taps.Dense(hidden, out_dim, rngs=rngs)
 
     def __call__(self, x, *, train: bool = False):
         del train

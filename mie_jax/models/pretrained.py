@@ -49,7 +49,7 @@ import numpy as np
 from flax import nnx
 
 from mie_jax.models.i3d import I3D, STAGES
-from mie_jax.models.resnet import FrameResNet, ResNet
+from mie_jax.models.resnet import ResNet
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -254,7 +254,7 @@ def load_i3d(model: I3D, weights: Mapping[str, np.ndarray], source="weights") ->
 
 
 def load_backbone(backbone: nnx.Module, path) -> None:
-    """Loads the weights file ``path`` into a ResNet, FrameResNet or I3D backbone, in place.
+    """Loads the weights file ``path`` into a ResNet (a FrameResNet is one) or I3D backbone, in place.
 
     Args:
         backbone: The backbone an encoder wraps.
@@ -265,8 +265,6 @@ def load_backbone(backbone: nnx.Module, path) -> None:
         FileNotFoundError, ImportError, ValueError: As :func:`read_state_dict`,
             :func:`load_resnet` and :func:`load_i3d` raise them.
     """
-    if isinstance(backbone, FrameResNet):
-        backbone = backbone.backbone
     if isinstance(backbone, ResNet):
         load_resnet(backbone, read_state_dict(path), path)
     elif isinstance(backbone, I3D):

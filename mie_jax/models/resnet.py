@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mie_jax.models import taps
+
 # torchvision's BatchNorm2d defaults: eps=1e-5, running = 0.9 * running + 0.1 * batch.
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -58,7 +60,7 @@ _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(in_features, out_features, kernel, stride, *, rngs):
     """A bias-free convolution padded like torch's (``kernel // 2`` on every side)."""
     pad = kernel // 2
-    return nnx.Conv(
+    return taps.Conv(
         in_features,
         out_features,
         kernel_size=(kernel, kernel),
@@ -286,7 +288,7 @@ def resnet50(in_channels: int, *, width: int = 64, rngs: nnx.Rngs) -> ResNet:
     return ResNet("bottleneck", RESNET50_STAGES, in_channels, width=width, rngs=rngs)
 
 
-class FrameResNet(nnx.Module):
+class FrameResNet(ResNet):
     """A ResNet over video frames: clips ``[B, T, H, W, C]`` -> features ``[B, out_features]``.
 
     Every one of the ``B * T`` frames goes through the same ResNet (in one
@@ -296,15 +298,10 @@ class FrameResNet(nnx.Module):
     maps over time and space together; since every frame's map has the same
     size, that equals averaging the per-frame (spatially pooled) features.
 
-    Attributes:
-        backbone: The per-frame ResNet.
-        out_features: Width of the feature vector (the backbone's).
+    It is a :class:`ResNet` (built with the same arguments, holding the same
+    layers under the same names), so a spectrogram ResNet and a frame ResNet
+    have counterpart layers, and pretrained ResNet weights load into it alike.
     """
-
-    def __init__(self, backbone: ResNet):
-        """Wraps ``backbone``, e.g. ``FrameResNet(resnet18(3, rngs=rngs))``."""
-        self.backbone = backbone
-        self.out_features = backbone.out_features
 
     def __call__(self, x, *, train: bool):
         """Features of a batch of clips.
@@ -317,5 +314,10 @@ class FrameResNet(nnx.Module):
             Features ``[B, out_features]``, the mean over the ``T`` frames.
         """
         batch, frames = x.shape[:2]
-        features = self.backbone(x.reshape(batch * frames, *x.shape[2:]), train=train)
+        features = super().__call__(x.reshape(batch * frames, *x.shape[2:]), train=train)
         return jnp.mean(features.reshape(batch, frames, -1), axis=1)
+
+
+def frames_resnet18(in_channels: int, *, width: int = 64, rngs: nnx.Rngs) -> FrameResNet:
+    """ResNet18 over every frame of a clip, features averaged over time (:class:`FrameResNet`)."""
+    return FrameResNet("basic", RESNET18_STAGES, in_channels, width=width, rngs=rngs)
