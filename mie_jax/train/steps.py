@@ -8,6 +8,7 @@ import optax
 from flax import nnx
 
 import mie_jax
+from mie_jax.models import taps
 from mie_jax.models.head import HEAD_LAYERS
 
 
@@ -88,27 +89,55 @@ def split_model(model: nnx.Module):
     return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
 
 
-def apply_model(graphdef, params, model_state, *args, train: bool, **kwargs):
+def apply_model(graphdef, params, model_state, *args, train: bool, record: bool = False, **kwargs):
     """Runs the module functionally: ``(outputs, updated model_state)``.
 
     With ``train=True`` BatchNorm normalises by the batch and updates its
-    running statistics; with ``train=False`` it uses them.
+    running statistics; with ``train=False`` it uses them. With ``record`` the
+    result is ``(outputs, model_state, layer_inputs)``, the inputs of every
+    tapped layer by name (:func:`mie_jax.models.taps.recording_inputs`).
     """
     model = nnx.merge(graphdef, params, model_state)
-    outputs = model(*args, train=train, **kwargs)
-    return outputs, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+    if record:
+        outputs, layer_inputs = taps.recording_inputs(model, lambda: model(*args, train=train, **kwargs))
+    else:
+        outputs = model(*args, train=train, **kwargs)
+    new_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+    return (outputs, new_state, layer_inputs) if record else (outputs, new_state)
+
+
+def kernel_tree(params: Any, leaves: Mapping[str, Any]) -> Any:
+    """A tree of ``params``' structure: ``leaves[layer]`` at each named layer's kernel, None elsewhere.
+
+    ``layer`` is a layer's path joined by ``/`` (``head/fc1``, ``encoder/out``:
+    :func:`mie_jax.models.taps.layer_name`). It is the shape of the extra
+    argument ``transforms=`` (T matrices) of :func:`mie_jax.flat_projection`.
+    """
+    tree = jax.tree.map(lambda _: None, params)
+    for layer, leaf in leaves.items():
+        layer_params(tree, layer)["kernel"] = leaf
+    return tree
+
+
+def layer_params(params: Any, layer: str) -> Any:
+    """The parameters of the layer named ``layer`` (``head/fc1``; list indices as digits: ``blocks/0/conv1``).
+
+    Raises:
+      KeyError: no such layer.
+    """
+    node = params
+    for part in layer.split("/"):
+        node = node[int(part) if part not in node and part.isdigit() else part]
+    return node
 
 
 def head_kernel_tree(params: Any, leaves: Mapping[str, Any]) -> Any:
-    """A tree of ``params``' structure: ``leaves[layer]`` at each head kernel, None elsewhere.
+    """:func:`kernel_tree` over the head's layers, ``leaves`` keyed ``fc1``, ``fc2``, ``fc3``.
 
-    It is the shape of the extra arguments ``transforms=`` (T matrices) and
-    ``features=`` (layer inputs) that the projections take.
+    It is the shape of the extra argument ``features=`` (layer inputs) of
+    :func:`mie_jax.orthogonal_projection` (MLA).
     """
-    tree = jax.tree.map(lambda _: None, params)
-    for layer in HEAD_LAYERS:
-        tree["head"][layer]["kernel"] = leaves[layer]
-    return tree
+    return kernel_tree(params, {f"head/{layer}": leaves[layer] for layer in HEAD_LAYERS})
 
 
 def optimizer_step(

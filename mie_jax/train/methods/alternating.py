@@ -11,7 +11,7 @@ phase's own steps (``"online"``).
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +20,13 @@ from flax import nnx
 
 import mie_jax
 from mie_jax.models.encoders import build_unimodal_classifier, encoder_names, scale_pixels
+from mie_jax.models import taps
 from mie_jax.models.head import HEAD_LAYERS
 from mie_jax.train import augment, batches, feed, loop, options, parallel, registry, steps
+
+
+# MIE's layers in the paper: the head's three dense layers.
+HEAD_LAYER_NAMES = tuple(f"head/{layer}" for layer in HEAD_LAYERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +74,13 @@ class GradientModificationOptions:
         dropped (the bound is the largest one dropped).
       solver: with ``rank``, ``eigh`` (exact) or ``subspace`` (block power
         iteration, cheaper from d ~ 1024 on).
+      layers: the layers whose gradients ``T`` multiplies: ``head`` (the
+        paper: the head's three dense layers), ``all`` (every dense and conv
+        layer of the encoders and the head that every modality has, with the
+        same input width: the paper's "deep layers of networks with the same
+        architecture", end of section 3.2; an extension beyond its
+        experiments), or comma-separated layer names (``encoder/out,head/fc1``;
+        :func:`matching_layers` lists them).
     """
 
     covariance_batch_size: int = options.whole(12, 1)
@@ -78,6 +90,7 @@ class GradientModificationOptions:
     rank: int = options.whole(0, 0, "0: the dense T")
     tol: float = options.number(1e-3, ("[", 0.0), (")", 1.0), "damping below which a mode of T is dropped")
     solver: str = options.choice("eigh", ("eigh", "subspace"))
+    layers: str = options.text("head")
 
     def __post_init__(self):
         options.validate("mie.", self)
@@ -106,6 +119,7 @@ def make_train_step(
     tx,
     modality: str,
     *,
+    layers: Sequence[str] = HEAD_LAYER_NAMES,
     online_covariance: bool = False,
     statistic: str = "batch_mean",
     mesh=None,
@@ -118,9 +132,10 @@ def make_train_step(
     are the rows, augmented by ``batch.crops`` (:mod:`mie_jax.train.augment`)
     and mixed up with ``lam`` and ``partners``; ``transforms`` is the tree of
     ``T`` matrices (or ``None``) that :func:`mie_jax.flat_projection` applies.
-    With ``online_covariance`` the step also adds its head-layer inputs to
-    ``covariance`` (Eq. 5 without a separate pass). With a ``mesh``, the batch
-    is split over its devices (:mod:`mie_jax.train.parallel`).
+    With ``online_covariance`` the step also adds the inputs of ``layers``
+    (names of :mod:`mie_jax.models.taps` layers) to ``covariance`` (Eq. 5
+    without a separate pass). With a ``mesh``, the batch is split over its
+    devices (:mod:`mie_jax.train.parallel`).
 
     ``sam_groups > 0`` splits every batch into that many equal parts, each
     perturbed along its own gradient (m-sharpness; with one part per device,
@@ -142,8 +157,12 @@ def make_train_step(
 
         def update(x, y, partner_y, axis_name=None):
             def loss_fn(p):
-                (logits, layer_inputs), new_state = steps.apply_model(graphdef, p, model_state, x, train=True)
-                return steps.mixup_cross_entropy(logits, y, partner_y, lam), (layer_inputs, new_state)
+                (logits, _), new_state, layer_inputs = steps.apply_model(
+                    graphdef, p, model_state, x, train=True, record=True
+                )
+                # Only the online covariance reads them; otherwise XLA drops them.
+                inputs = {layer: layer_inputs[layer] for layer in layers} if online_covariance else {}
+                return steps.mixup_cross_entropy(logits, y, partner_y, lam), (inputs, new_state)
 
             new_params, new_opt_state, loss, (layer_inputs, new_model_state) = steps.optimizer_step(
                 loss_fn, tx, params, opt_state, axis_name=axis_name, transforms=transforms
@@ -163,37 +182,46 @@ def make_train_step(
         else:
             params, opt_state, loss, model_state, layer_inputs = update(x, y, partner_y)
         if online_covariance:
-            covariance = {
-                layer: mie_jax.update_covariance(covariance[layer], layer_inputs[layer], statistic=statistic)
-                for layer in HEAD_LAYERS
-            }
+            covariance = add_covariances(covariance, layer_inputs, statistic)
         return (params, model_state, opt_state, covariance), loss
 
     return step
 
 
-def zero_covariances(params) -> dict:
-    """Zero ``[d, d]`` sums for each head layer's input dimension."""
-    return {layer: jnp.zeros((params["head"][layer]["kernel"].shape[0],) * 2, jnp.float32) for layer in HEAD_LAYERS}
+def add_covariances(covariance: Mapping[str, Any], layer_inputs: Mapping[str, Any], statistic: str) -> dict:
+    """Eq. 5's term of one batch for each layer of ``covariance``, from its inputs ``[B, ..., d]``.
+
+    A dense layer's inputs ``[B, d]`` add ``zbar zbar^T``; a conv layer's (or a
+    dense layer applied per position) pool their positions with the batch
+    (:func:`mie_jax.update_conv_covariance`).
+    """
+    return {
+        layer: mie_jax.update_conv_covariance(cov, layer_inputs[layer], statistic=statistic)
+        for layer, cov in covariance.items()
+    }
 
 
-def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable:
+def zero_covariances(params, layers: Sequence[str] = HEAD_LAYER_NAMES) -> dict:
+    """Zero ``[d, d]`` sums for each layer of ``layers``, ``d`` its kernel's input dimension."""
+    return {
+        layer: jnp.zeros((steps.layer_params(params, layer)["kernel"].shape[-2],) * 2, jnp.float32) for layer in layers
+    }
+
+
+def make_covariance_pass(graphdef, *, layers: Sequence[str] = HEAD_LAYER_NAMES, statistic: str = "batch_mean"):
     """Eq. 5 over a whole split: ``fn(params, model_state, column, batch_size, group) -> {layer: Ybar}``.
 
     Batches of ``batch_size`` rows are taken in order (every example once; the
     last batch may be smaller), in evaluation mode, with the parameters held
-    fixed and no gradient. ``group`` batches at a time are read from the host
-    ``column`` and scanned in one call (the last group padded with masked
-    batches), so device memory holds ``group * batch_size`` rows, whatever the
-    split's size.
+    fixed and no gradient; each of ``layers`` gets the sum of its inputs'
+    terms. ``group`` batches at a time are read from the host ``column`` and
+    scanned in one call (the last group padded with masked batches), so device
+    memory holds ``group * batch_size`` rows, whatever the split's size.
     """
 
     def accumulate(params, model_state, covariance, x):
-        (_, layer_inputs), _ = steps.apply_model(graphdef, params, model_state, x, train=False)
-        return {
-            layer: mie_jax.update_covariance(covariance[layer], layer_inputs[layer], statistic=statistic)
-            for layer in HEAD_LAYERS
-        }
+        _, _, layer_inputs = steps.apply_model(graphdef, params, model_state, x, train=False, record=True)
+        return add_covariances(covariance, layer_inputs, statistic)
 
     @jax.jit
     def group_of_batches(params, model_state, covariance, batches, valid):
@@ -207,7 +235,7 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
     accumulate_one = jax.jit(accumulate)
 
     def covariance_pass(params, model_state, column, batch_size, group):
-        covariance = zero_covariances(params)
+        covariance = zero_covariances(params, layers)
         length = len(column)
         whole = length // batch_size
 
@@ -231,6 +259,52 @@ def make_covariance_pass(graphdef, *, statistic: str = "batch_mean") -> Callable
     return covariance_pass
 
 
+def matching_layers(params: Mapping[str, Any], tapped: Mapping[str, Sequence[str]]) -> tuple:
+    """The layers every modality's classifier has, with kernels of the same rank and input width.
+
+    Args:
+      params: modality -> its classifier's parameters.
+      tapped: modality -> the names of its tapped layers, in model order
+        (:func:`mie_jax.models.taps.tapped_layers`).
+
+    Returns:
+      The names, in the first modality's order: the layers whose ``T`` one
+      modality's covariance can give another's gradient.
+    """
+    first, *others = params
+
+    def signature(m, layer):
+        kernel = steps.layer_params(params[m], layer)["kernel"]
+        return kernel.ndim, kernel.shape[-2]
+
+    return tuple(
+        layer
+        for layer in tapped[first]
+        if all(layer in tapped[m] and signature(m, layer) == signature(first, layer) for m in others)
+    )
+
+
+def select_layers(spec: str, params: Mapping[str, Any], tapped: Mapping[str, Sequence[str]]) -> tuple:
+    """The layers ``mie.layers`` names (``head``, ``all`` or a comma-separated list), checked.
+
+    Raises:
+      ValueError: a named layer that not every modality has with the same input width.
+    """
+    if spec == "head":
+        return HEAD_LAYER_NAMES
+    matching = matching_layers(params, tapped)
+    if spec == "all":
+        return matching
+    named = tuple(layer.strip() for layer in spec.split(",") if layer.strip())
+    unknown = [layer for layer in named if layer not in matching]
+    if unknown or not named:
+        raise ValueError(
+            f"mie.layers names {unknown or spec!r}, not layers that every modality has with the same input "
+            f"width; expected head, all, or some of {', '.join(matching)}."
+        )
+    return named
+
+
 class AlternatingMethod:
     """``mie``, ``mie_no_sam``, ``mie_no_gm`` and ``unimodal``: which of ``sam`` and ``mie`` the method reads."""
 
@@ -251,10 +325,14 @@ class AlternatingMethod:
         self.tx = steps.make_optimizer(config.optimizer, sam=self.sam, steps_per_epoch=self.steps_per_epoch)
         self.graphdefs, self._initial = {}, {"params": {}, "model_state": {}}
         rngs = nnx.Rngs(config.seed)
-        names = encoder_names(config, self.modalities)
+        names, tapped = encoder_names(config, self.modalities), {}
         for m in self.modalities:
             model = build_unimodal_classifier(config, names[m], self.inputs[m].shape[1:], num_classes, rngs, m)
+            tapped[m] = tuple(taps.tapped_layers(model))
             self.graphdefs[m], self._initial["params"][m], self._initial["model_state"][m] = steps.split_model(model)
+        self.layers = (
+            select_layers(self.gm.layers, self._initial["params"], tapped) if self.gm is not None else HEAD_LAYER_NAMES
+        )
         self.online = self.gm is not None and self.gm.covariance == "online"
         # Per-device SAM: one group per device of the mesh (one group without a mesh: global SAM).
         sam_groups = (mesh.size if mesh is not None else 1) if self.sam is not None and self.sam.per_device else 0
@@ -264,6 +342,7 @@ class AlternatingMethod:
                 g,
                 self.tx,
                 m,
+                layers=self.layers,
                 online_covariance=self.online,
                 statistic=statistic,
                 mesh=mesh,
@@ -272,9 +351,13 @@ class AlternatingMethod:
             for m, g in self.graphdefs.items()
         }
         self.chunk_runners = {m: loop.chunk_runner(step) for m, step in self.train_steps.items()}
-        self.covariance_passes = {m: make_covariance_pass(g, statistic=statistic) for m, g in self.graphdefs.items()}
+        self.covariance_passes = {
+            m: make_covariance_pass(g, layers=self.layers, statistic=statistic) for m, g in self.graphdefs.items()
+        }
         self.predicts = {m: steps.make_predict(g) for m, g in self.graphdefs.items()}
-        if self.gm is not None:  # One compiled program for the three eigendecompositions (2.7x faster than op by op).
+        if (
+            self.gm is not None
+        ):  # One compiled program for every layer's eigendecomposition (2.7x faster than op by op).
             gm, rank = self.gm, self.gm.rank or None
             self.flat_transforms = jax.jit(
                 lambda covariances: mie_jax.flat_transforms(
@@ -294,7 +377,7 @@ class AlternatingMethod:
         return {
             **self._initial,
             "opt_state": {m: self.tx.init(p) for m, p in params.items()},
-            "covariance": {m: zero_covariances(p) for m, p in params.items()},
+            "covariance": {m: zero_covariances(p, self.layers) for m, p in params.items()},
         }
 
     def variables(self, state) -> Mapping[str, Any]:
@@ -318,7 +401,7 @@ class AlternatingMethod:
         else:
             previous = self.modalities[(phase - 1) % len(self.modalities)]
             matrices = self.flat_transforms(state["covariance"][previous])
-        return steps.head_kernel_tree(params, matrices)
+        return steps.kernel_tree(params, matrices)
 
     def draws(self, phase: int) -> feed.StepDraws:
         """The phase's batch order, mixup draws and crops: a pure function of (seed, phase)."""
@@ -334,7 +417,7 @@ class AlternatingMethod:
         config = self.config
         m = self.phase_name(phase)
         params, model_state, opt_state = state["params"][m], state["model_state"][m], state["opt_state"][m]
-        online = state["covariance"][m] if inside and self.online else zero_covariances(params)
+        online = state["covariance"][m] if inside and self.online else zero_covariances(params, self.layers)
         if not inside:  # The released code's stage restart (skipped when resuming inside the stage).
             if config.alternating.reload_best_per_phase and best_variables is not None:
                 params, model_state = best_variables["params"][m], best_variables["model_state"][m]
@@ -399,7 +482,12 @@ registry.register(
         "Algorithm 1: modalities in turn, SAM steps, head gradients multiplied by `T` of the modality "
         "trained just before",
         {"sam": SamOptions, "mie": GradientModificationOptions, "alternating": AlternatingOptions},
-        (registry.ReportRow("MIE"), registry.ReportRow("MIE (weighted fusion)", fusion="weighted")),
+        (
+            registry.ReportRow("MIE"),
+            registry.ReportRow("MIE (weighted fusion)", fusion="weighted"),
+            # Issue 16's evidence row: T on every layer that the modalities share, not the head alone.
+            registry.ReportRow("MIE (GM on all shared layers)", {"mie": {"layers": "all"}}),
+        ),
         _MIE_PAPER,
     )
 )
