@@ -10,8 +10,7 @@ import os
 from typing import Mapping
 
 from experiments.workdir import atomic_write
-
-METRICS = ("accuracy", "macro_f1", "map")
+from mie_jax.metrics import METRIC_NAMES
 
 
 class PhaseLog:
@@ -38,9 +37,11 @@ class PhaseLog:
         phases = io.StringIO()
         writer = csv.writer(phases)
         names = sorted(records[0]["selection"]) if records else []
-        writer.writerow(["phase", "name", "loss"] + [f"{n}_{m}" for n in names for m in METRICS])
+        writer.writerow(["phase", "name", "loss"] + [f"{n}_{m}" for n in names for m in METRIC_NAMES])
         for r in records:
-            writer.writerow([r["phase"], r["name"], r["loss"]] + [r["selection"][n][m] for n in names for m in METRICS])
+            writer.writerow(
+                [r["phase"], r["name"], r["loss"]] + [r["selection"][n][m] for n in names for m in METRIC_NAMES]
+            )
         atomic_write(os.path.join(self.workdir, "phases.csv"), phases.getvalue())
         steps = io.StringIO()
         writer = csv.writer(steps)

@@ -25,6 +25,7 @@ from experiments.machine import machine_info
 from experiments.xla_cache import enable_compilation_cache
 from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, registry, train
+from mie_jax.metrics import METRIC_NAMES
 
 # (label, dataset, config overrides): strong+weak pairs, three views, and image + text.
 SETTINGS = (
@@ -40,7 +41,6 @@ METHODS = tuple((row.label, spec.name, row.values, row.fusion) for spec in regis
 QUICK = {"train": {"outer_iterations": 2, "phase_epochs": 1}}
 # The methods with a prediction per modality, drawn in the per-phase figure (the paper's Figure 3).
 FIGURE_METHODS = ("unimodal", "MLA", "MIE w/o SAM", "MIE w/o GM", "MIE")
-METRICS = ("accuracy", "macro_f1", "map")
 
 
 def slug(text):
@@ -184,7 +184,7 @@ def summarise(out, seeds, quick, data_dirs, figures=None) -> str:
             )
             rows.append(
                 f"| {label} | "
-                + " | ".join(mean_std([r["test"][headline][k] for r in results]) for k in METRICS)
+                + " | ".join(mean_std([r["test"][headline][k] for r in results]) for k in METRIC_NAMES)
                 + f" | {per_modality or '—'} |"
             )
         overview.append(overview_row(setting, headline_acc, headline_std))

@@ -7,6 +7,9 @@ scikit-learn's definitions, without depending on scikit-learn.
 
 import numpy as np
 
+# The keys of classification_metrics, in the order tables list them.
+METRIC_NAMES = ("accuracy", "macro_f1", "map")
+
 
 def _as_labels(labels) -> np.ndarray:
     labels = np.asarray(labels)

@@ -42,7 +42,7 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
             headline = "joint" if method in ("joint", "ogm_ge") else fusion_name
             names = [headline] if headline == "joint" else [headline, *modalities]
             for seed in range(2):
-                metrics = {k: 0.9 + 0.01 * seed for k in report.METRICS}
+                metrics = {k: 0.9 + 0.01 * seed for k in report.METRIC_NAMES}
                 curves = [{n: 0.5 + 0.1 * phase for n in names} for phase in range(3)]
                 run = {
                     "headline": headline,

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mie_jax.data.mfeat import SPLITS, split_indices
+from mie_jax.data.splits import SPLITS, split_indices
 
 # Label order: the order of the groups in emoji-test.txt, without "Component".
 GROUPS = (
@@ -103,7 +103,7 @@ def prepare_emoji(
     numpy unicode arrays [n], "labels" int32 [n] indexing ``GROUPS``, "groups"
     (``GROUPS`` itself), and "train_indices", "validation_indices",
     "test_indices": a stratified 60/20/20 split of every group (see
-    ``mie_jax.data.mfeat.split_indices``).
+    ``mie_jax.data.splits.split_indices``).
 
     The file is written to a temporary file in ``output_dir`` and renamed at the
     end, so a failure leaves any existing ``emoji.npz`` untouched.

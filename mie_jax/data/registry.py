@@ -6,10 +6,9 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mie_jax.data import builders, columns, emoji, mfeat, prepare, prepared_arrays
+from mie_jax.data import builders, columns, emoji, mfeat, prepare, prepared_arrays, splits
+from mie_jax.data.splits import SPLITS
 from mie_jax.data import text
-
-SPLITS = ("train", "validation", "test")
 
 
 class Split(NamedTuple):
@@ -163,7 +162,7 @@ def _load_paper(name, modalities, options):
         published[split] = Split({m: column(paths[m], m) for m in modalities}, np.load(paths["label"]))
     if "validation" not in published:
         train = published.pop("train")
-        parts = mfeat.split_indices(
+        parts = splits.split_indices(
             train.labels, options.seed, fractions=(1 - VALIDATION_FRACTION,), names=("train", "validation")
         )
         if not len(parts["validation"]):

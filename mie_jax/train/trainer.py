@@ -15,7 +15,7 @@ from mie_jax.data.registry import MultimodalDataset, Split, check_dataset
 from mie_jax.train import checkpoint, loop, parallel, progress, registry
 from mie_jax.train.config import TrainConfig
 
-FUSIONS = ("average", "weighted")
+FUSIONS = fusion.FUSION_METHODS
 
 
 class NonFiniteLossError(FloatingPointError):
