@@ -133,6 +133,16 @@ def array_feature(shape: Tuple[int, ...], dtype) -> tfds.features.Tensor:
     return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
 
 
+def image_text_features(image_size: int, classes: Sequence[str], *texts: str) -> dict:
+    """The fields of an image-text example: ``id``, an RGB ``image``, the text fields ``texts``, ``label``."""
+    return {
+        "id": tfds.features.Text(),
+        "image": array_feature((image_size, image_size, 3), np.uint8),
+        **{name: tfds.features.Text() for name in texts},
+        "label": tfds.features.ClassLabel(names=classes),
+    }
+
+
 def require_dir(path: Path, layout: str) -> Path:
     """``path`` if it is a directory, else a :class:`DataLayoutError` showing ``layout``."""
     if not path.is_dir():

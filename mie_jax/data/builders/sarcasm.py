@@ -20,14 +20,12 @@ how many posts it dropped.
 import ast
 from pathlib import Path
 
-import numpy as np
-import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
     DataLayoutError,
     PaperBuilder,
-    array_feature,
+    image_text_features,
     decode_all,
     label_index,
     require_dir,
@@ -68,13 +66,7 @@ class Sarcasm(PaperBuilder):
     MODALITIES = ("text", "image")
 
     def features(self):
-        size = self.builder_config.image_size
-        return {
-            "id": tfds.features.Text(),
-            "image": array_feature((size, size, 3), np.uint8),
-            "text": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=CLASSES),
-        }
+        return image_text_features(self.builder_config.image_size, CLASSES, "text")
 
     def examples(self, raw_dir: Path, split: str):
         path = require_file(raw_dir / "text" / SPLIT_FILES[split], self.LAYOUT)

@@ -21,14 +21,12 @@ several rows with the same image. Splits: 3179 / 1122 / 1037.
 
 from pathlib import Path
 
-import numpy as np
-import tensorflow_datasets as tfds
 
 from mie_jax.data.builders import media
 from mie_jax.data.builders.base import (
     DataLayoutError,
     PaperBuilder,
-    array_feature,
+    image_text_features,
     decode_all,
     label_index,
     require_dir,
@@ -62,14 +60,7 @@ class Twitter2015(PaperBuilder):
     MODALITIES = ("image", "text")
 
     def features(self):
-        size = self.builder_config.image_size
-        return {
-            "id": tfds.features.Text(),
-            "image": array_feature((size, size, 3), np.uint8),
-            "text": tfds.features.Text(),
-            "target": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=CLASSES),
-        }
+        return image_text_features(self.builder_config.image_size, CLASSES, "text", "target")
 
     def examples(self, raw_dir: Path, split: str):
         # The archive's root has the tsv files in twitter2015/; a flat directory has them beside the images.
