@@ -280,6 +280,8 @@ class TrainConfig:
 REFERENCE_PRESET = {
     "sam": {"normalize": "per_tensor", "mix": 0.3, "params": "head"},
     "alternating": {"fresh_optimizer_per_phase": True, "reload_best_per_phase": True, "mixup_alpha": 1.0},
+    # Greedy's released code updates every parameter in a re-balancing step (see methods/greedy.py).
+    "greedy": {"update": "all"},
 }
 TOP_LEVEL = ("method", "variant", "modalities", "seed")
 

@@ -7,3 +7,4 @@ a new method is a new module here plus its import line below.
 from mie_jax.train.methods import alternating  # noqa: F401  mie, mie_no_sam, mie_no_gm, unimodal
 from mie_jax.train.methods import joint  # noqa: F401  joint, ogm_ge
 from mie_jax.train.methods import mla  # noqa: F401  mla
+from mie_jax.train.methods import greedy  # noqa: F401  greedy
