@@ -34,14 +34,17 @@ CPU = {"backend": "cpu", "cpu": "Some CPU", "cpu_count": 2, "device_kind": "cpu"
 GPU = {"backend": "gpu", "cpu": "Some CPU", "cpu_count": 16, "device_kind": "NVIDIA H200", "jax": "0.11.2"}
 
 
-def test_summary_averages_seeds_from_stored_runs(tmp_path):
+def write_runs(tmp_path, seeds=2, skip=()):
+    """Fake stored runs of every setting and row, but the rows labelled in ``skip``."""
     (tmp_path / "runs").mkdir()
     for setting, _, values in report.SETTINGS:
         modalities = values.get("modalities", ("image", "text"))
         for label, method, _, fusion_name in report.METHODS:
+            if label in skip:
+                continue
             headline = "joint" if method in ("joint", "ogm_ge") else fusion_name
             names = [headline] if headline == "joint" else [headline, *modalities]
-            for seed in range(2):
+            for seed in range(seeds):
                 metrics = {k: 0.9 + 0.01 * seed for k in report.METRIC_NAMES}
                 curves = [{n: 0.5 + 0.1 * phase for n in names} for phase in range(3)]
                 run = {
@@ -52,6 +55,10 @@ def test_summary_averages_seeds_from_stored_runs(tmp_path):
                 }
                 path = tmp_path / "runs" / (report.run_name(setting, label, seed) + ".json")
                 path.write_text(json.dumps(run))
+
+
+def test_summary_averages_seeds_from_stored_runs(tmp_path):
+    write_runs(tmp_path)
     text = report.summarise(
         str(tmp_path),
         seeds=2,
@@ -97,3 +104,12 @@ def test_quick_report_defaults_keep_off_the_committed_runs_and_results():
     assert (full.out, full.results) == ("reports", "RESULTS.md")
     assert (quick.out, quick.results) == ("reports/quick", "reports/quick/RESULTS.md")
     assert report.parse_args(["--quick", "--out", "o", "--results", "r.md"]).results == "r.md"
+
+
+def test_rows_not_run_yet_are_listed_and_training_can_be_limited_to_some_settings(tmp_path):
+    write_runs(tmp_path, skip=("OGM-GE",))
+    text = report.summarise(str(tmp_path), seeds=2, quick=False, data_dirs={})
+    assert text.count("Not run yet (2 seeds each): OGM-GE.") == 3 and "| OGM-GE |" not in text
+    jobs = report.plan("out", 1, False, {"emoji": "data/emoji"}, train_settings={"mfeat fac+mor"})
+    assert {job[0].split("/")[-1].split("_")[1] for job in jobs} == {"fac"} and len(jobs) == len(report.METHODS)
+    assert report.main(["--train-settings", "mfeat fac+nothing", "--out", str(tmp_path)]) == 2
