@@ -16,9 +16,9 @@ modality, three functions the trainer runs are lowered with abstract inputs
 
 - ``train``: the phase's chunk, ``plan.run_chunk(constants, carry, batches)``
   with the trainer's chunk of ``K`` steps (:func:`mie_jax.train.feed.chunk_steps`);
-- ``eval``: ``method.predicts[m]`` on one batch of ``eval_batch_size``;
+- ``eval``: ``method.predicts[m]`` on one batch of ``train.eval_batch_size``;
 - ``covariance``: the covariance pass's jitted group function on ``group``
-  batches of ``covariance_batch_size`` (as ``finish_phase`` calls it).
+  batches of ``mie.covariance_batch_size`` (as ``finish_phase`` calls it).
 
 It does so at the published training-split size ``n`` and at ``10n``: the
 plans must be equal (nothing on the device grows with the split).
@@ -91,13 +91,13 @@ FUNCTIONS = ("train", "eval", "covariance")
 HOST_N = 150
 HOST_SCALE = 4
 HOST_SETTINGS = (
-    "image_size=32",
-    "resnet_width=8",
-    "dim=32",
-    "batch_size=8",
-    "chunk_steps=4",
-    "eval_batch_size=32",
-    "covariance_batch_size=4",
+    "data.image_size=32",
+    "model.resnet_width=8",
+    "model.dim=32",
+    "train.batch_size=8",
+    "train.chunk_steps=4",
+    "train.eval_batch_size=32",
+    "mie.covariance_batch_size=4",
 )
 CREMAD_LABELS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
@@ -186,7 +186,7 @@ def few_draws_plan(method, state, phase: int):
     ``plan.steps_per_epoch``, the real split's.
     """
     labels = method.labels
-    method.labels = labels[: method.config.batch_size]
+    method.labels = labels[: method.config.train.batch_size]
     try:
         plan = method.phase_plan(state, phase)
     finally:
@@ -202,9 +202,10 @@ def lower_functions(method, functions=FUNCTIONS) -> Dict[str, Dict[str, Any]]:
     """
     import jax
 
-    from mie_jax.train import feed, steps
+    from mie_jax.train import feed
 
     config = method.config
+    train, gm = config.train, config.mie
     state = method.init()
     lowered = {}
     for m in method.modalities:
@@ -214,35 +215,34 @@ def lower_functions(method, functions=FUNCTIONS) -> Dict[str, Dict[str, Any]]:
         out = {}
         if "train" in functions:
             plan = few_draws_plan(method, state, phase)
-            k = plan.chunk_steps(config.chunk_steps)
+            k = plan.chunk_steps(train.chunk_steps)
             one = jax.device_put(feed.host_chunk(plan.columns, plan.labels, plan.draws, 0, 1))
             batches = jax.tree.map(lambda a: jax.ShapeDtypeStruct((k, *a.shape[1:]), a.dtype), one)
             out["train"] = (
                 plan.run_chunk.lower(abstract(plan.constants), abstract(plan.carry), batches),
                 {
                     "chunk_steps": k,
-                    "batch_size": config.batch_size,
+                    "batch_size": train.batch_size,
                     "phase": phase,
                     "steps_per_epoch": plan.steps_per_epoch,
                     "chunk_input_bytes": tree_bytes(batches),
                 },
             )
         if "eval" in functions:
-            x = jax.ShapeDtypeStruct((config.eval_batch_size, *shape), dtype)
+            x = jax.ShapeDtypeStruct((train.eval_batch_size, *shape), dtype)
             out["eval"] = (
                 method.predicts[m].lower(abstract(params), abstract(model_state), x),
-                {"batch_size": config.eval_batch_size},
+                {"batch_size": train.eval_batch_size},
             )
         if "covariance" in functions:
-            group = max(1, config.eval_batch_size // config.covariance_batch_size)
+            group = max(1, train.eval_batch_size // gm.covariance_batch_size)
             fn = method.covariance_passes[m].group_of_batches
-            batches = jax.ShapeDtypeStruct((group, config.covariance_batch_size, *shape), dtype)
+            batches = jax.ShapeDtypeStruct((group, gm.covariance_batch_size, *shape), dtype)
             valid = jax.ShapeDtypeStruct((group,), np.bool_)
             out["covariance"] = (
-                fn.lower(
-                    abstract(params), abstract(model_state), abstract(steps.zero_covariances(params)), batches, valid
-                ),
-                {"group": group, "batch_size": config.covariance_batch_size},
+                # The pass starts from zero sums shaped as the state's (one per layer T acts on).
+                fn.lower(abstract(params), abstract(model_state), abstract(state["covariance"][m]), batches, valid),
+                {"group": group, "batch_size": gm.covariance_batch_size},
             )
         lowered[m] = out
     return lowered
@@ -264,26 +264,31 @@ def measure_dataset(
     program differs from the first scale's (a program identical in text has the same plan).
     """
     from mie_jax.models import bert
+    from mie_jax.models.encoders import encoder_names
     from mie_jax.train.trainer import build_method
 
     config = dataset_config(name, method_name, overrides)
-    if not config.alternating:
+    if not config.reads("alternating"):
         raise ValueError(
             f"--method {method_name}: only the alternating methods (mie, mie_no_sam, mie_no_gm, unimodal) are measured."
         )
+    encoders = encoder_names(config, config.modalities)
     record = {
         "dataset": name,
         "method": method_name,
-        "encoder": config.encoder,
-        "batch_size": config.batch_size,
-        "eval_batch_size": config.eval_batch_size,
-        "covariance_batch_size": config.covariance_batch_size,
-        "dim": config.dim,
+        # As the flat config wrote it: one name, or modality=name,... for one per modality.
+        "encoder": config.model.encoder
+        if isinstance(config.model.encoder, str)
+        else ",".join(f"{m}={e}" for m, e in config.model.encoder.items()),
+        "batch_size": config.train.batch_size,
+        "eval_batch_size": config.train.eval_batch_size,
+        "covariance_batch_size": config.mie.covariance_batch_size,
+        "dim": config.model.dim,
         "train_rows": {},
         "modalities": {},
     }
-    if "bert" in config.encoder:
-        record["bert_dir"] = config.bert_dir or f"{bert.default_minilm_dir()} (all-MiniLM-L6-v2, the default)"
+    if "bert" in encoders.values():
+        record["bert_dir"] = config.model.bert_dir or f"{bert.default_minilm_dir()} (all-MiniLM-L6-v2, the default)"
     for scale in scales:
         dataset = synthetic_dataset(name, scale)
         started = time.perf_counter()
@@ -419,10 +424,10 @@ def host_child(raw: str, prepared: str, settings) -> dict:
     from mie_jax.train import trainer
     from mie_jax.train.config import make_config
 
-    config = make_config(configs.get_config("cremad"), [*settings, f"prepared_dir={prepared}"], method="mie")
+    config = make_config(configs.get_config("cremad"), [*settings, f"data.prepared_dir={prepared}"], method="mie")
     out["imports_peak_rss"] = peak_rss_bytes()
     started = time.perf_counter()
-    builders.prepare(builders.builder_class("cremad"), raw, prepared, image_size=config.image_size)
+    builders.prepare(builders.builder_class("cremad"), raw, prepared, image_size=config.data.image_size)
     out["prepare_seconds"] = time.perf_counter() - started
     out["prepare_peak_rss"] = peak_rss_bytes()
     dataset = load_dataset("cremad", config.modalities, config.load_options(raw))
@@ -431,7 +436,7 @@ def host_child(raw: str, prepared: str, settings) -> dict:
         sum(int(np.prod(c.shape)) * np.dtype(c.dtype).itemsize for c in dataset.splits["train"].inputs.values())
     )
     started = time.perf_counter()
-    trainer.train(config, dataset, quiet=True, stop_after_steps=config.chunk_steps)
+    trainer.train(config, dataset, quiet=True, stop_after_steps=config.train.chunk_steps)
     out["train_seconds"] = time.perf_counter() - started
     out["train_peak_rss"] = peak_rss_bytes()
     out["end_rss"] = current_rss_bytes()
@@ -520,7 +525,7 @@ def to_markdown(machine, command, settings, records, host_rows) -> str:
             f"method `{settings['method']}`",
             "",
             "peak = arguments + outputs + temporaries (GiB). train: `plan.run_chunk` over a chunk of K steps; "
-            "eval: `method.predicts[m]` on one `eval_batch_size` batch; covariance: the covariance pass's group "
+            "eval: `method.predicts[m]` on one `train.eval_batch_size` batch; covariance: the covariance pass's group "
             f"of batches. `same at {'/'.join(f'{s}n' for s in scales)}`: the plan at each training-split scale "
             "is identical. device est.: the train peak + the prefetched next chunk + the other modalities' "
             "state (what the device holds during a phase).",
@@ -569,7 +574,7 @@ def to_markdown(machine, command, settings, records, host_rows) -> str:
             "",
             f"Settings: `{' '.join(settings['host_settings'])}`; each size in a fresh subprocess; "
             "peak RSS (`VmHWM`) after the TFDS builder prepared the split and after `trainer.train(..., "
-            "stop_after_steps=chunk_steps)` (one chunk, then the test split's batched evaluation).",
+            "stop_after_steps=train.chunk_steps)` (one chunk, then the test split's batched evaluation).",
             "",
             "| published train clips | training rows | decoded training split MiB | peak RSS after preparing MiB "
             "| peak RSS after one chunk MiB | prepare s | train s |",
@@ -601,7 +606,8 @@ def parse_args(argv):
         nargs="*",
         default=[],
         dest="overrides",
-        help="config overrides key=value for every dataset (e.g. resnet_width=8 in a test)",
+        help="config overrides section.key=value for every dataset (e.g. model.resnet_width=8 in a test); "
+        "mie.* only with a method that reads it",
     )
     parser.add_argument("--no-host", action="store_true", help="skip the host-memory runs")
     parser.add_argument(

@@ -6,7 +6,7 @@
 
 One process with 8 simulated CPU devices (``XLA_FLAGS`` is set below, before
 jax is imported here or by :mod:`benchmarks.step_time`); the library's trainer
-builds its data-parallel mesh over the first ``num_devices`` of them
+builds its data-parallel mesh over the first ``train.num_devices`` of them
 (:func:`mie_jax.train.parallel.data_mesh`), so nothing but the mesh size changes
 between rows. A subprocess per device count would only repeat the same
 8-device setup and pass the parameters back through files.
@@ -59,7 +59,8 @@ import orbax.checkpoint as ocp  # noqa: E402
 from benchmarks import results_files as results  # noqa: E402
 from experiments import configs  # noqa: E402
 from mie_jax.data.registry import load_dataset  # noqa: E402
-from mie_jax.train import checkpoint, make_config, train  # noqa: E402
+from mie_jax.train import checkpoint, make_config, registry, train  # noqa: E402
+from mie_jax.train.config import COMMON_SECTIONS, TOP_LEVEL, to_dict  # noqa: E402
 
 # Device counts and epochs per phase; mfeat's config trains 3 epochs per phase.
 MODES = {"full": (DEVICE_COUNTS, 3), "quick": ((1, 2), 1)}
@@ -115,9 +116,8 @@ def max_abs_difference(a, b) -> float:
 
 def measure(base: dict, dataset, num_devices: int, phase_epochs: int, clock: CompileClock) -> tuple:
     """The results run and the timed run on ``num_devices``: ``(row, final parameters)``."""
-    config = make_config(
-        base, method="mie", num_devices=num_devices, outer_iterations=OUTER_ITERATIONS, phase_epochs=phase_epochs
-    )
+    train_values = {"num_devices": num_devices, "outer_iterations": OUTER_ITERATIONS, "phase_epochs": phase_epochs}
+    config = make_config(configs.merge(base, {"train": train_values}), method="mie")
     with tempfile.TemporaryDirectory(prefix="scaling_") as workdir:
         results = train(config, dataset, workdir=workdir)
         params = final_params(workdir)
@@ -126,11 +126,11 @@ def measure(base: dict, dataset, num_devices: int, phase_epochs: int, clock: Com
     timed = train(config, dataset)
     wall_s = time.perf_counter() - started
     compile_s = clock.seconds - compile_before
-    samples = config.batch_size * sum(len(record["step_losses"]) for record in timed["history"])
+    samples = config.train.batch_size * sum(len(record["step_losses"]) for record in timed["history"])
     headline = results["headline"]
     row = {
         "num_devices": num_devices,
-        "batch_per_device": config.batch_size // num_devices,
+        "batch_per_device": config.train.batch_size // num_devices,
         "phases": len(timed["history"]),
         "samples": samples,
         "wall_s": wall_s,
@@ -146,8 +146,14 @@ def measure(base: dict, dataset, num_devices: int, phase_epochs: int, clock: Com
     return row, params
 
 
-def to_markdown(machine: dict, command: str, rows: List[dict], base: dict, phase_epochs: int) -> str:
-    """The report: machine, command, what was run, and one table."""
+def read_sections(config) -> dict:
+    """``config`` as nested values (:func:`mie_jax.train.config.to_dict`) less the method sections it does not read."""
+    read = (*TOP_LEVEL, *COMMON_SECTIONS, *registry.get(config.method).sections)
+    return {key: value for key, value in to_dict(config).items() if key in read}
+
+
+def to_markdown(machine: dict, command: str, rows: List[dict], config, phase_epochs: int) -> str:
+    """The report: machine, command, what was run (``config``: MIE's on mfeat), and one table."""
     lines = [
         "# Data-parallel scaling on simulated CPU devices",
         "",
@@ -163,9 +169,10 @@ def to_markdown(machine: dict, command: str, rows: List[dict], base: dict, phase
         "(split batches, the gradient all-reduce, replicated work done once per device), not the speed-up of real "
         "devices.**",
         "",
-        f"MIE on mfeat ({' + '.join(base['modalities'])}, dim {base['dim']}, encoder hidden "
-        f"{base['encoder_hidden']}, batch {base['batch_size']} split over the devices), {OUTER_ITERATIONS} outer "
-        f"iteration (one phase per modality) of {phase_epochs} epoch{'s' if phase_epochs > 1 else ''} per phase, "
+        f"MIE on mfeat ({' + '.join(config.modalities)}, dim {config.model.dim}, encoder hidden "
+        f"{config.model.encoder_hidden}, batch {config.train.batch_size} split over the devices), "
+        f"{OUTER_ITERATIONS} outer iteration (one phase per modality) of {phase_epochs} "
+        f"epoch{'s' if phase_epochs > 1 else ''} per phase, "
         "by the library's trainer. Time: a second, identical `train` call after the first compiled everything "
         'into a cache; its wall time less the tracing, lowering and cache loading JAX reports ("compile s"), '
         "over the training samples of its phases. It includes, per phase, the covariance pass, the T matrices and "
@@ -249,14 +256,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     machine = results.machine_info()
     machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.scaling", *(sys.argv[1:] if argv is None else argv)]).strip()
-    markdown = to_markdown(machine, command, rows, base, phase_epochs)
+    config = make_config(base, method="mie")
+    markdown = to_markdown(machine, command, rows, config, phase_epochs)
     print(markdown)
 
     settings = {
         "device_counts": list(device_counts),
         "method": "mie",
         "dataset": "mfeat",
-        "config": {**base, "modalities": list(base["modalities"])},
+        # mfeat's MIE config (the device count, outer iterations and epochs per phase are those below).
+        "config": read_sections(config),
         "outer_iterations": OUTER_ITERATIONS,
         "phase_epochs": phase_epochs,
         "params_tolerance": PARAMS_TOLERANCE,

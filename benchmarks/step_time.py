@@ -50,8 +50,9 @@ from mie_jax.models import bert
 from mie_jax.models.classifier import UnimodalClassifier
 from mie_jax.models.encoders import TextEncoder, build_encoder
 from mie_jax.models.head import Head
-from mie_jax.train import feed, loop, steps
-from mie_jax.train.config import TrainConfig, make_config
+from mie_jax.train import feed, loop, registry, steps
+from mie_jax.train.config import COMMON_SECTIONS, TrainConfig, make_config
+from mie_jax.train.methods.alternating import make_train_step, zero_covariances
 from mie_jax.train.trainer import build_method
 
 SCAN_STEPS = 50
@@ -123,11 +124,11 @@ def xla_memory_mib(compiled) -> Optional[float]:
 def make_step(graphdef, tx) -> Callable:
     """The library's unimodal step, no mixup or augmentation: ``(params, model_state, opt_state, x, y, transforms)``.
 
-    Returns ``(params, model_state, opt_state, loss)``: :func:`mie_jax.train.steps.make_train_step`
+    Returns ``(params, model_state, opt_state, loss)``: :func:`mie_jax.train.methods.alternating.make_train_step`
     on a plain batch, in the positional form ``benchmarks/torch_step.py`` compares with its
     PyTorch translation; this benchmark itself times the methods' own chunks (``plan.run_chunk``).
     """
-    train_step = steps.make_train_step(graphdef, tx, "x")
+    train_step = make_train_step(graphdef, tx, "x")
 
     def step(params, model_state, opt_state, x, y, transforms):
         batch = feed.Batch({"x": x}, y, jnp.ones(()), jnp.arange(x.shape[0]), {})
@@ -177,15 +178,27 @@ def prepared_chunk(plan: loop.PhasePlan, num_steps: int, mesh=None) -> feed.Batc
 
 def mfeat_state(method, state):
     """The state before phase ``ALTERNATING_PHASE``: 'mor''s covariance from a real pass (its T is real)."""
-    config = method.config
+    covariance_batch_size = method.config.mie.covariance_batch_size
     covariance = method.covariance_passes["mor"](
         state["params"]["mor"],
         state["model_state"]["mor"],
         method.inputs["mor"],
-        config.covariance_batch_size,
-        max(1, config.eval_batch_size // config.covariance_batch_size),
+        covariance_batch_size,
+        max(1, method.config.train.eval_batch_size // covariance_batch_size),
     )
     return {**state, "covariance": {**state["covariance"], "mor": covariance}}
+
+
+def overrides_for(method: str, overrides) -> List[str]:
+    """The ``section.key=value`` overrides that ``method`` reads: those of method sections it does not read dropped.
+
+    One ``--set`` serves every variant (e.g. ``mie.tau=...`` changes the MIE
+    variants and not ``plain`` or ``joint``); an unknown section is kept, so
+    that ``make_config`` refuses it.
+    """
+    read = set(COMMON_SECTIONS) | set(registry.get(method).sections)
+    unread = set(registry.sections()) - read
+    return [item for item in overrides if item.partition("=")[0].rpartition(".")[0] not in unread]
 
 
 def mfeat_plans(base: dict, dataset, names=None, overrides=()) -> Dict[str, tuple]:
@@ -194,10 +207,10 @@ def mfeat_plans(base: dict, dataset, names=None, overrides=()) -> Dict[str, tupl
     for name, method_name, _, _ in MFEAT_VARIANTS:
         if names is not None and name not in names:
             continue
-        method = build_method(make_config(base, overrides, method=method_name), dataset, None)
+        method = build_method(make_config(base, overrides_for(method_name, overrides), method=method_name), dataset)
         state = method.init()
         phase = 0
-        if method.config.alternating:
+        if method.config.reads("alternating"):
             state, phase = mfeat_state(method, state), ALTERNATING_PHASE
         plans[name] = (method, state, phase, method.phase_plan(state, phase))
     return plans
@@ -233,7 +246,7 @@ def mfeat_cases(plans: Dict[str, tuple]) -> List[Case]:
 def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_classes: int = 10) -> List[Case]:
     """plain, sam, gm and mie on one of ``ENCODER_MODELS``, per call, names ``<name>/<variant>``.
 
-    The step is the alternating methods' own (:func:`steps.make_train_step`,
+    The step is the alternating methods' own (:func:`mie_jax.train.methods.alternating.make_train_step`,
     scanned by :func:`loop.chunk_runner`) on random inputs. T is Eq. 7 of the
     head inputs' covariance on the timed batch: its values do not change the
     cost of applying it.
@@ -242,20 +255,20 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
     rngs = nnx.Rngs(config.seed)
     key_x, key_y = jax.random.split(jax.random.key(config.seed))
     if encoder_name == "bert":
-        encoder = TextEncoder(bert.BertEncoder(BERT_SMALL, rngs=rngs), pad_id=0, dim=config.dim, rngs=rngs)
+        encoder = TextEncoder(bert.BertEncoder(BERT_SMALL, rngs=rngs), pad_id=0, dim=config.model.dim, rngs=rngs)
         x = jax.random.randint(key_x, (batch_size, *shape), 1, BERT_SMALL.vocab_size)
     else:
         encoder = build_encoder(config, encoder_name, shape, rngs)
         x = jax.random.normal(key_x, (batch_size, *shape), jnp.float32)
     y = jax.random.randint(key_y, (batch_size,), 0, num_classes)
     graphdef, params, model_state = steps.split_model(
-        UnimodalClassifier(encoder, Head(config.dim, num_classes, rngs=rngs))
+        UnimodalClassifier(encoder, Head(config.model.dim, num_classes, rngs=rngs))
     )
     (_, layer_inputs), _ = steps.apply_model(graphdef, params, model_state, x, train=False)
     covariances = {
         layer: mie_jax.update_covariance(jnp.zeros((f.shape[1],) * 2), f) for layer, f in layer_inputs.items()
     }
-    transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.tau))
+    transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.mie.tau))
     one = feed.Batch(
         {"x": x[None]}, y[None], jnp.ones((1,), jnp.float32), jnp.arange(batch_size, dtype=jnp.int32)[None], {}
     )
@@ -266,9 +279,9 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
         ("gm", "flat_projection (3 T matrices) + SGD", False, transforms),
         ("mie", "sam + flat_projection + SGD", True, transforms),
     ):
-        tx = steps.make_optimizer(config, sam=sam, steps_per_epoch=1)
-        run_chunk = loop.chunk_runner(steps.make_train_step(graphdef, tx, "x"))
-        carry = (params, model_state, tx.init(params), steps.zero_covariances(params))
+        tx = steps.make_optimizer(config.optimizer, steps_per_epoch=1, sam=config.sam if sam else None)
+        run_chunk = loop.chunk_runner(make_train_step(graphdef, tx, "x"))
+        carry = (params, model_state, tx.init(params), zero_covariances(params))
         lowered = run_chunk.lower(t_tree, carry, one)
         compiled = lowered.compile()
         cases.append(
@@ -412,7 +425,7 @@ def measure_streaming(plans: Dict[str, tuple], names, repeats: int, chunk: int =
     rows, pieces = [], {}
     for name in names:
         method, _, phase, plan = plans[name]
-        k = plan.chunk_steps(chunk or method.config.chunk_steps)
+        k = plan.chunk_steps(chunk or method.config.train.chunk_steps)
         streamed, resident = streamed_phase(plan, k), resident_phase(method, phase, plan)
         losses_streamed, losses_resident = streamed()[1], resident()[1]  # Compiles, and checks the two agree.
         max_diff = float(np.max(np.abs(losses_streamed - losses_resident)))
@@ -469,18 +482,19 @@ def measure_covariance(plans: Dict[str, tuple], modality: str, repeats: int) -> 
     mie, _, _, mie_plan = plans["mie"]
     _, _, _, plain_plan = plans["plain"]
     config = mie.config
+    covariance_batch_size = config.mie.covariance_batch_size
     params, model_state = mie_plan.carry[0], mie_plan.carry[1]
     column = mie.inputs[modality]
     per_epoch = mie_plan.steps_per_epoch
     mie_epoch, plain_epoch = prepared_chunk(mie_plan, per_epoch), prepared_chunk(plain_plan, per_epoch)
-    group = max(1, config.eval_batch_size // config.covariance_batch_size)
+    group = max(1, config.train.eval_batch_size // covariance_batch_size)
     covariance_pass = mie.covariance_passes[modality]
-    covariance = covariance_pass(params, model_state, column, config.covariance_batch_size, group)
+    covariance = covariance_pass(params, model_state, column, covariance_batch_size, group)
 
     pieces = {
         "mie_epoch": lambda: mie_plan.run_chunk(mie_plan.constants, mie_plan.carry, mie_epoch),
         "unimodal_epoch": lambda: plain_plan.run_chunk(plain_plan.constants, plain_plan.carry, plain_epoch),
-        "covariance_pass": lambda: covariance_pass(params, model_state, column, config.covariance_batch_size, group),
+        "covariance_pass": lambda: covariance_pass(params, model_state, column, covariance_batch_size, group),
         "transforms": lambda: mie.flat_transforms(covariance),
     }
     for fn in pieces.values():  # Compile, then one warm call each.
@@ -494,12 +508,12 @@ def measure_covariance(plans: Dict[str, tuple], modality: str, repeats: int) -> 
             samples[name].append(time_call(pieces[name]))
     ms = {name: 1e3 * statistics.median(values) for name, values in samples.items()}
     overhead = ms["covariance_pass"] + ms["transforms"]
-    phase_epochs = config.epochs_of_phase(ALTERNATING_PHASE)
+    phase_epochs = config.train.epochs_of_phase(ALTERNATING_PHASE)
     rows = len(column)
     return {
         "train_rows": rows,
         "steps_per_epoch": per_epoch,
-        "covariance_batches": -(-rows // config.covariance_batch_size),
+        "covariance_batches": -(-rows // covariance_batch_size),
         "covariance_group": group,
         "phase_epochs": phase_epochs,
         "ms": ms,
@@ -559,7 +573,7 @@ def to_markdown(machine: dict, command: str, settings: dict, rows, streaming, co
         ]
     if encoder_models:
         lines += [
-            "Encoder models (names `<model>/<variant>`, `steps.make_train_step` in `loop.chunk_runner`): "
+            "Encoder models (names `<model>/<variant>`, `alternating.make_train_step` in `loop.chunk_runner`): "
             + "; ".join(f"{name}: {ENCODER_MODELS[name][0]}" for name in encoder_models)
             + f"; batch {settings['encoder_batch']}, Dim {settings['encoder_dim']}, ResNet width "
             f"{settings['resnet_width']}; timed per call only.",
@@ -665,7 +679,8 @@ def parse_args(argv: Optional[List[str]]):
         nargs="*",
         default=[],
         dest="overrides",
-        help="mfeat config overrides key=value (e.g. phase_epochs=10 for longer streamed phases)",
+        help="mfeat config overrides section.key=value (e.g. train.phase_epochs=10 for longer streamed phases); "
+        "a method section's (e.g. mie.tau) applies to the variants whose method reads it",
     )
     parser.add_argument(
         "--variants",
@@ -693,7 +708,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         repeats = (args.repeats,) * len(repeats)
     step_repeats, stream_repeats, covariance_repeats, eigh_repeats = repeats
     base = configs.get_config("mfeat")
-    config = make_config(base, args.overrides, method="mie")
+    config = make_config(base, overrides_for("mie", args.overrides), method="mie")
 
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
@@ -703,7 +718,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         dataset = load_dataset("mfeat", config.modalities, LoadOptions(seed=config.seed))
         plans = mfeat_plans(base, dataset, args.variants, args.overrides)
         cases += mfeat_cases(plans)
-    encoder_config = make_config(base, method="mie", dim=args.dim, resnet_width=args.width)
+    encoder_config = make_config(
+        configs.merge(base, {"model": {"dim": args.dim, "resnet_width": args.width}}), method="mie"
+    )
     for name in args.models:
         if name != "mlp":
             cases += encoder_model_cases(name, encoder_config, args.batch)
@@ -728,10 +745,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine["load_average_1min"] = {"before": load_before, "after": results.load_average()}
     command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)]).strip()
     settings = {
-        "batch_size": config.batch_size,
-        "covariance_batch_size": config.covariance_batch_size,
-        "dim": config.dim,
-        "encoder_hidden": config.encoder_hidden,
+        "batch_size": config.train.batch_size,
+        "covariance_batch_size": config.mie.covariance_batch_size,
+        "dim": config.model.dim,
+        "encoder_hidden": config.model.encoder_hidden,
         "scan_steps": SCAN_STEPS,
         "calls_per_unit": CALLS_PER_UNIT,
         "models": args.models,

@@ -57,7 +57,7 @@ from mie_jax.models.classifier import UnimodalClassifier
 from mie_jax.models.head import HEAD_LAYERS, Head
 from mie_jax.models.mlp import MLPEncoder
 from mie_jax.train import steps
-from mie_jax.train.config import TrainConfig, make_config
+from mie_jax.train.config import TrainConfig, flat_items, make_config
 
 IN_FEATURES = 216  # mfeat 'fac', the classifier step_time.py times.
 NUM_CLASSES = 10
@@ -69,14 +69,14 @@ CHECK_STEPS = 5
 REPEATS = {"full": 20, "quick": 5}
 WARM_STEPS = 3  # Untimed, before each timed chunk (at least one call).
 VARIANTS = ("plain", "mie")
-# The config values the PyTorch step implements (the mfeat config's); others would need more code.
+# The config values ("section.key") the PyTorch step implements (the mfeat config's); others would need more code.
 SUPPORTED = {
-    "optimizer": "sgd",
-    "sam_normalize": "global",
-    "sam_params": "all",
-    "sam_mix": None,
-    "lr_schedule": "constant",
-    "skip_nonfinite_steps": 0,
+    "optimizer.name": "sgd",
+    "sam.normalize": "global",
+    "sam.params": "all",
+    "sam.mix": None,
+    "optimizer.lr_schedule": "constant",
+    "optimizer.skip_nonfinite_steps": 0,
 }
 
 
@@ -102,19 +102,19 @@ def build(
     """
     rngs = nnx.Rngs(config.seed)
     model = UnimodalClassifier(
-        MLPEncoder(in_features, config.dim, hidden=config.encoder_hidden, rngs=rngs),
-        Head(config.dim, num_classes, widths=widths, rngs=rngs),
+        MLPEncoder(in_features, config.model.dim, hidden=config.model.encoder_hidden, rngs=rngs),
+        Head(config.model.dim, num_classes, widths=widths, rngs=rngs),
     )
     graphdef, params, model_state = steps.split_model(model)
     key_x, key_y, key_t = jax.random.split(jax.random.key(config.seed), 3)
-    x = jax.random.normal(key_x, (config.batch_size, in_features), jnp.float32)
-    y = jax.random.randint(key_y, (config.batch_size,), 0, num_classes)
+    x = jax.random.normal(key_x, (config.train.batch_size, in_features), jnp.float32)
+    y = jax.random.randint(key_y, (config.train.batch_size,), 0, num_classes)
     covariances = {}
     for layer, key in zip(HEAD_LAYERS, jax.random.split(key_t, len(HEAD_LAYERS))):
         d = params["head"][layer]["kernel"].shape[0]
         a = jax.random.normal(key, (d, d), jnp.float32)
         covariances[layer] = a @ a.T / d
-    transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.tau))
+    transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.mie.tau))
     return Problem(graphdef, params, model_state, x, y, transforms)
 
 
@@ -123,7 +123,7 @@ def jax_step(config: TrainConfig, problem: Problem, *, mie: bool, scanned: bool 
 
     ``scanned`` runs ``SCAN_STEPS`` steps per call.
     """
-    tx = steps.make_optimizer(config, sam=mie, steps_per_epoch=1)
+    tx = steps.make_optimizer(config.optimizer, steps_per_epoch=1, sam=config.sam if mie else None)
     step = make_step(problem.graphdef, tx)
     fn = jax.jit(scan_steps(step, SCAN_STEPS) if scanned else step)
     transforms = problem.transforms if mie else None
@@ -144,7 +144,8 @@ class TorchStep:
     """
 
     def __init__(self, config: TrainConfig, problem: Problem, *, mie: bool):
-        unsupported = {k: getattr(config, k) for k, v in SUPPORTED.items() if getattr(config, k) != v}
+        values = flat_items(config)
+        unsupported = {k: values[k] for k, v in SUPPORTED.items() if values[k] != v}
         if unsupported:
             raise ValueError(f"TorchStep implements {SUPPORTED} only, got {unsupported}.")
         # torch's linear weight is [out, in], the transpose of a Flax kernel [in, out].
@@ -162,10 +163,11 @@ class TorchStep:
             if mie
             else {}
         )
-        self.rho = config.rho if mie else None
+        self.rho = config.sam.rho if mie else None
         # torch's SGD adds the weight decay to p.grad inside step(): after T, as the optax chain does.
+        optimizer = config.optimizer
         self.optimizer = torch.optim.SGD(
-            self.params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+            self.params, lr=optimizer.learning_rate, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
         )
 
     @staticmethod
@@ -379,13 +381,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = " ".join(["python -m benchmarks.torch_step", *(sys.argv[1:] if argv is None else argv)]).strip()
     settings = {
         "model": "mfeat MLP",
-        "batch_size": config.batch_size,
-        "dim": config.dim,
-        "encoder_hidden": config.encoder_hidden,
-        "learning_rate": config.learning_rate,
-        "momentum": config.momentum,
-        "weight_decay": config.weight_decay,
-        "rho": config.rho,
+        "batch_size": config.train.batch_size,
+        "dim": config.model.dim,
+        "encoder_hidden": config.model.encoder_hidden,
+        "learning_rate": config.optimizer.learning_rate,
+        "momentum": config.optimizer.momentum,
+        "weight_decay": config.optimizer.weight_decay,
+        "rho": config.sam.rho,
         "scan_steps": SCAN_STEPS,
         "calls_per_unit": CALLS_PER_UNIT,
         "repeats": repeats,

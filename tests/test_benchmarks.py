@@ -56,7 +56,13 @@ def test_memory_synthetic_dataset_has_the_published_sizes_and_no_data():
     assert memory.split_sizes("sarcasm", 10)["train"] == 198160
 
 
-TINY = ["resnet_width=4", "dim=16", "batch_size=8", "eval_batch_size=16", "covariance_batch_size=4"]
+TINY = [
+    "model.resnet_width=4",
+    "model.dim=16",
+    "train.batch_size=8",
+    "train.eval_batch_size=16",
+    "mie.covariance_batch_size=4",
+]
 
 
 def test_memory_main_compiles_every_function_at_two_scales(tmp_path, capsys):

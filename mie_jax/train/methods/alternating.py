@@ -255,7 +255,7 @@ def make_covariance_pass(graphdef, *, layers: Sequence[str] = HEAD_LAYER_NAMES, 
             covariance = accumulate_one(params, model_state, covariance, rest)
         return covariance
 
-    covariance_pass.group_of_batches = group_of_batches  # For memory plans (benchmarks.memory).
+    covariance_pass.group_of_batches = group_of_batches  # Public: compiled alone for memory plans.
     return covariance_pass
 
 
