@@ -19,12 +19,13 @@ from mie_jax.train import make_config, train  # noqa: E402
 
 BASE = {
     "modalities": ("fac", "mor"),
-    "dim": 16,
-    "encoder_hidden": 32,
-    "outer_iterations": 1,
-    "phase_epochs": 1,
-    "batch_size": 96,
+    "model": {"dim": 16, "encoder_hidden": 32},
+    "train": {"outer_iterations": 1, "phase_epochs": 1, "batch_size": 96},
 }
+
+
+def config(method, devices, *overrides):
+    return make_config(BASE, [f"train.num_devices={devices}", *overrides], method=method)
 
 
 def summary(results):
@@ -40,15 +41,13 @@ def main():
     dataset = load_dataset("mfeat", BASE["modalities"])
     out = {"device_count": jax.device_count()}
     for devices in (1, 8):
-        out[f"whole_{devices}"] = summary(train(make_config(BASE, method=method, num_devices=devices), dataset))
+        out[f"whole_{devices}"] = summary(train(config(method, devices), dataset))
     # Per-device SAM: each of the 8 devices perturbs along its own part of the batch.
-    out["per_device_sam_8"] = summary(
-        train(make_config(BASE, method=method, num_devices=8, sam_per_device=True), dataset)
-    )
+    out["per_device_sam_8"] = summary(train(config(method, 8, "sam.per_device=true"), dataset))
     for first, then in ((8, 1), (1, 8)):
         with tempfile.TemporaryDirectory() as workdir:
-            train(make_config(BASE, method=method, num_devices=first), dataset, workdir=workdir, stop_after_phase=1)
-            resumed = train(make_config(BASE, method=method, num_devices=then), dataset, workdir=workdir, resume=True)
+            train(config(method, first), dataset, workdir=workdir, stop_after_phase=1)
+            resumed = train(config(method, then), dataset, workdir=workdir, resume=True)
         out[f"resumed_{first}_to_{then}"] = summary(resumed)
     print(json.dumps(out))
 

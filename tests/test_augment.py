@@ -66,7 +66,7 @@ def test_draws_are_boxes_inside_the_image_of_the_inception_crop():
 
 
 def test_a_phase_draws_only_for_augmented_modalities_and_from_its_own_stream():
-    config = make_config({"modalities": ("image", "vec"), "augment": ("image",), "seed": 3})
+    config = make_config({"modalities": ("image", "vec"), "data": {"augment": ("image",)}, "seed": 3})
     inputs = {"image": np.zeros((10, 12, 16, 3), np.uint8), "vec": np.zeros((10, 5), np.float32)}
     draws = augment.phase_crops(config, inputs, 2, (4, 6), ("image", "vec"))
     assert set(draws) == {"image"} and draws["image"][0].shape == (4, 6, 4)
@@ -78,8 +78,10 @@ def test_a_phase_draws_only_for_augmented_modalities_and_from_its_own_stream():
 
 
 def test_augment_must_name_a_modality_of_the_run():
-    with pytest.raises(ValueError, match=r"augment must name modalities of this run \['fac', 'mor'\], got \['image'\]"):
-        make_config({"augment": ("image",)})
+    with pytest.raises(
+        ValueError, match=r"data\.augment must name modalities of this run \['fac', 'mor'\], got \['image'\]"
+    ):
+        make_config({"data": {"augment": ("image",)}})
 
 
 def toy_dataset(frames=0):
@@ -94,19 +96,19 @@ def toy_dataset(frames=0):
     return MultimodalDataset("toy", ("image", "vec"), 2, {"train": split, "validation": split, "test": split})
 
 
-def toy_config(method, image_encoder="resnet18", **values):
+def toy_config(method, image_encoder="resnet18", *overrides):
     return make_config(
         {
             "modalities": ("image", "vec"),
-            "encoder": f"image={image_encoder},vec=mlp",
-            "resnet_width": 4,
-            "dim": 8,
-            "encoder_hidden": 16,
-            "outer_iterations": 1,
-            "phase_epochs": 1,
-            "batch_size": 8,
-            **values,
+            "model": {
+                "encoder": {"image": image_encoder, "vec": "mlp"},
+                "resnet_width": 4,
+                "dim": 8,
+                "encoder_hidden": 16,
+            },
+            "train": {"outer_iterations": 1, "phase_epochs": 1, "batch_size": 8},
         },
+        overrides,
         method=method,
     )
 
@@ -115,12 +117,14 @@ def toy_config(method, image_encoder="resnet18", **values):
 def test_augmentation_changes_the_image_batches_of_every_kind_of_trainer(method, frames):
     dataset, encoder = toy_dataset(frames), "frames_resnet18" if frames else "resnet18"
     plain = train(toy_config(method, encoder), dataset)
-    augmented = train(toy_config(method, encoder, augment=("image",)), dataset)
+    augmented = train(toy_config(method, encoder, "data.augment=image"), dataset)
     losses = [np.array([r["step_losses"] for r in run["history"]]) for run in (plain, augmented)]
     assert np.isfinite(losses[1]).all()
     assert not np.allclose(losses[0], losses[1])
 
 
 def test_only_uint8_images_or_clips_can_be_augmented():
-    with pytest.raises(ValueError, match=r"augment names 'vec', whose inputs are float32 \[32, 6\]; expected uint8"):
-        train(toy_config("mie", augment=("vec",)), toy_dataset())
+    with pytest.raises(
+        ValueError, match=r"data\.augment names 'vec', whose inputs are float32 \[32, 6\]; expected uint8"
+    ):
+        train(toy_config("mie", "resnet18", "data.augment=vec"), toy_dataset())

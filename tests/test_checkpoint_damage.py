@@ -90,7 +90,7 @@ def config_changed_in_metadata(step_dir):  # Damage, not another config: the met
     with open(path) as f:
         text = f.read()
     with open(path, "w") as f:
-        f.write(text.replace('"tau": 0.4', '"tau": 0.5'))
+        f.write(text.replace('"mie.tau": 0.4', '"mie.tau": 0.5'))
 
 
 def garbage_in_array_metadata(step_dir):
@@ -153,8 +153,8 @@ def test_every_checkpoint_damaged_is_one_clear_error(saved):
 
 
 def test_another_config_is_a_mismatch_not_a_fallback(saved):
-    other = make_config(configs.get_config("mfeat"), ["tau=0.9"])
-    with pytest.raises(CheckpointMismatchError, match="tau: 0.4 -> 0.9"):
+    other = make_config(configs.get_config("mfeat"), ["mie.tau=0.9"])
+    with pytest.raises(CheckpointMismatchError, match="mie.tau: 0.4 -> 0.9"):
         restore(saved, config=other)
 
 

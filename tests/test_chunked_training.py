@@ -1,6 +1,5 @@
 """Phases run in chunks over host columns: results depend on neither the chunk, the evaluation batch nor a stop."""
 
-import dataclasses
 import io
 
 import jax
@@ -9,7 +8,7 @@ import pytest
 
 from mie_jax.data import columns
 from mie_jax.data.registry import Split
-from mie_jax.train import checkpoint, feed, loop, progress, train
+from mie_jax.train import checkpoint, feed, loop, progress, registry, train
 from mie_jax.train.trainer import build_method, evaluate
 from tests.test_trainer import dataset, small_config
 
@@ -27,9 +26,11 @@ def assert_same_run(a, b):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_results_do_not_depend_on_the_chunk_size(method):
-    config = small_config(method, outer_iterations=1, phase_epochs=2, mixup_alpha=0.5)
+    # Mixup for the methods that read it (the alternating ones): its draws must not depend on the chunk either.
+    mixup = ["alternating.mixup_alpha=0.5"] if "alternating" in registry.get(method).sections else []
+    config = small_config(method, "train.outer_iterations=1", "train.phase_epochs=2", *mixup)
     whole_epochs = train(config, dataset())
-    chunked = train(dataclasses.replace(config, chunk_steps=5), dataset())
+    chunked = train(config.replace({"train.chunk_steps": 5}), dataset())
     assert_same_run(chunked, whole_epochs)
 
 
@@ -39,9 +40,9 @@ def test_batched_evaluation_equals_one_batch_of_everything():
     variables = method.variables(method.init())
     split = dataset().splits["test"]
     one_call = evaluate(
-        build_method(dataclasses.replace(config, eval_batch_size=len(split.labels)), dataset()), variables, split
+        build_method(config.replace({"train.eval_batch_size": len(split.labels)}), dataset()), variables, split
     )
-    batched = evaluate(build_method(dataclasses.replace(config, eval_batch_size=7), dataset()), variables, split)
+    batched = evaluate(build_method(config.replace({"train.eval_batch_size": 7}), dataset()), variables, split)
     for name in one_call:
         assert batched[name] == pytest.approx(one_call[name], rel=1e-5), name
 
@@ -79,25 +80,27 @@ def test_training_and_evaluation_read_the_split_in_chunks_never_whole():
         split: Split({m: CountingColumn(np.asarray(c)) for m, c in s.inputs.items()}, s.labels)
         for split, s in data.splits.items()
     }
-    config = small_config("mie", modalities=("fac", "mor"), chunk_steps=4, eval_batch_size=50)
+    config = small_config("mie", "train.chunk_steps=4", "train.eval_batch_size=50", modalities=("fac", "mor"))
     results = train(config, data._replace(splits=counted))
     assert results["finished"]
     largest = {split: max(r for c in s.inputs.values() for r in c.reads) for split, s in counted.items()}
-    assert largest["train"] <= max(4 * config.batch_size, config.eval_batch_size)
-    assert largest["validation"] <= config.eval_batch_size and largest["test"] <= config.eval_batch_size
+    assert largest["train"] <= max(4 * config.train.batch_size, config.train.eval_batch_size)
+    assert largest["validation"] <= config.train.eval_batch_size and largest["test"] <= config.train.eval_batch_size
 
 
 @pytest.mark.parametrize(
-    "method, values",
+    "method, overrides, variant",
     [
-        ("mie", {"variant": "reference"}),  # Stages restart from the best weights with a fresh optimizer.
-        ("mie", {"covariance": "online"}),  # The phase's own covariance sum is part of what a checkpoint keeps.
-        ("ogm_ge", {}),
-        ("mla", {}),
+        ("mie", [], "reference"),  # Stages restart from the best weights with a fresh optimizer.
+        ("mie", ["mie.covariance=online"], "paper"),  # The phase's own covariance sum is part of a checkpoint.
+        ("ogm_ge", [], "paper"),
+        ("mla", [], "paper"),
     ],
 )
-def test_stopping_inside_a_phase_and_resuming_gives_the_uninterrupted_run(tmp_path, method, values):
-    config = small_config(method, outer_iterations=2, phase_epochs=1, chunk_steps=5, **values)
+def test_stopping_inside_a_phase_and_resuming_gives_the_uninterrupted_run(tmp_path, method, overrides, variant):
+    config = small_config(
+        method, "train.outer_iterations=2", "train.phase_epochs=1", "train.chunk_steps=5", *overrides, variant=variant
+    )
     whole = train(config, dataset())
     stopped = train(config, dataset(), workdir=str(tmp_path), stop_after_steps=17)  # Inside phase 2.
     assert not stopped["finished"] and len(stopped["history"]) == 1
@@ -110,7 +113,9 @@ def test_stopping_inside_a_phase_and_resuming_gives_the_uninterrupted_run(tmp_pa
 
 
 def test_checkpoints_inside_a_phase_every_n_steps(tmp_path):
-    config = small_config("unimodal", modalities=("fac", "mor"), chunk_steps=3, checkpoint_every_steps=6)
+    config = small_config(
+        "unimodal", "train.chunk_steps=3", "train.checkpoint_every_steps=6", modalities=("fac", "mor")
+    )
     train(config, dataset(("fac", "mor")), workdir=str(tmp_path))
     saved = checkpoint.RunCheckpointer(str(tmp_path / "checkpoints"), max_to_keep=100)
     steps = saved.all_steps()
@@ -185,7 +190,7 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere():
 def test_training_draws_a_bar_per_phase_on_a_terminal(monkeypatch):
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    train(small_config("unimodal", modalities=("fac", "mor"), chunk_steps=4), dataset(("fac", "mor")))
+    train(small_config("unimodal", "train.chunk_steps=4", modalities=("fac", "mor")), dataset(("fac", "mor")))
     drawn = terminal.getvalue()
     assert "phase 1/2 (fac)" in drawn and "phase 2/2 (mor)" in drawn and "12/12" in drawn
     assert "samples_per_s=" in drawn

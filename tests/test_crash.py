@@ -13,7 +13,13 @@ from mie_jax.data.registry import load_dataset
 from mie_jax.train import make_config, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ["outer_iterations=3", "phase_epochs=1", "dim=16", "encoder_hidden=32", "batch_size=100"]
+OVERRIDES = [
+    "train.outer_iterations=3",
+    "train.phase_epochs=1",
+    "model.dim=16",
+    "model.encoder_hidden=32",
+    "train.batch_size=100",
+]
 FLAGS = [arg for value in OVERRIDES for arg in ("--set", value)]
 
 

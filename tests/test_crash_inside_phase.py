@@ -16,13 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # mfeat's 1200 training rows in batches of 100: 12 steps a phase, phases end at steps 12, 24 and 36.
 # Chunks of 2 steps, a checkpoint every 4: checkpoints inside phases at 4, 8, 16, 20, 28, 32.
 OVERRIDES = [
-    "outer_iterations=3",
-    "phase_epochs=1",
-    "dim=16",
-    "encoder_hidden=32",
-    "batch_size=100",
-    "chunk_steps=2",
-    "checkpoint_every_steps=4",
+    "train.outer_iterations=3",
+    "train.phase_epochs=1",
+    "model.dim=16",
+    "model.encoder_hidden=32",
+    "train.batch_size=100",
+    "train.chunk_steps=2",
+    "train.checkpoint_every_steps=4",
     "modalities=fac,mor",
 ]
 STEPS_PER_PHASE = 12

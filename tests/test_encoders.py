@@ -12,20 +12,22 @@ from mie_jax.train import make_config, steps, train
 
 def test_one_name_serves_every_modality_or_one_per_modality():
     assert encoders.encoder_names(make_config({}), ("a", "b")) == {"a": "mlp", "b": "mlp"}
-    config = make_config({"encoder": "image=resnet18,text=bert"})
+    config = make_config({"model": {"encoder": {"image": "resnet18", "text": "bert"}}})
     assert encoders.encoder_names(config, ("image", "text")) == {"image": "resnet18", "text": "bert"}
+    # --set model.encoder=image=resnet18,text=bert parses to the same mapping.
+    assert make_config({}, ["model.encoder=image=resnet18,text=bert"]).model.encoder == config.model.encoder
 
 
 @pytest.mark.parametrize(
     "spec, message",
     [
         ("image=resnet18", r"names no encoder for modalities \['text'\]"),
-        ("image=vgg,text=bert", r"encoder must name encoders from .*got 'vgg'"),
+        ("image=vgg,text=bert", r"model\.encoder must name encoders from .*got 'vgg'"),
     ],
 )
 def test_bad_encoder_specs_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
-        encoders.encoder_names(make_config({"encoder": spec}), ("image", "text"))
+        encoders.encoder_names(make_config({}, [f"model.encoder={spec}"]), ("image", "text"))
 
 
 def test_input_rank_must_fit_the_encoder():
@@ -34,7 +36,7 @@ def test_input_rank_must_fit_the_encoder():
 
 
 def test_every_encoder_projects_to_dim():
-    config = make_config({"dim": 8, "resnet_width": 4})
+    config = make_config({"model": {"dim": 8, "resnet_width": 4}})
     cases = {
         "mlp": (np.ones((2, 5), np.float32),),
         "resnet18": (np.ones((2, 16, 16, 1), np.float32),),
@@ -49,7 +51,7 @@ def test_every_encoder_projects_to_dim():
 
 
 def test_bert_text_encoder_ignores_padding():
-    model = encoders.build_encoder(make_config({"dim": 8}), "bert", (6,), nnx.Rngs(0))
+    model = encoders.build_encoder(make_config({"model": {"dim": 8}}), "bert", (6,), nnx.Rngs(0))
     short = model(jnp.array([[101, 2023, 102, 0, 0, 0]]))
     padded_differently = model(jnp.array([[101, 2023, 102, 0, 0, 0, 0, 0]]))
     np.testing.assert_allclose(short, padded_differently, atol=1e-5)
@@ -68,15 +70,10 @@ def test_image_and_text_train_with_resnet_and_bert():
     config = make_config(
         {
             "modalities": ("image", "text"),
-            "encoder": "image=resnet18,text=bert",
-            "resnet_width": 4,
-            "dim": 16,
-            "outer_iterations": 1,
-            "phase_epochs": 2,
-            "batch_size": 16,
-            "optimizer": "adam",
-            "learning_rate": 1e-3,
-            "mixup_alpha": 1.0,
+            "model": {"encoder": {"image": "resnet18", "text": "bert"}, "resnet_width": 4, "dim": 16},
+            "train": {"outer_iterations": 1, "phase_epochs": 2, "batch_size": 16},
+            "optimizer": {"name": "adam", "learning_rate": 1e-3},
+            "alternating": {"mixup_alpha": 1.0},
         }
     )
     results = train(config, dataset)
@@ -90,7 +87,7 @@ def test_emoji_needs_its_prepared_directory():
 
 
 def test_i3d_takes_clips_and_projects_to_dim():
-    config = make_config({"dim": 8, "resnet_width": 4})
+    config = make_config({"model": {"dim": 8, "resnet_width": 4}})
     model = nnx.eval_shape(lambda: encoders.build_encoder(config, "i3d", (8, 32, 32, 2), nnx.Rngs(0)))
     out = nnx.eval_shape(lambda m, x: m(x, train=False), model, jnp.zeros((2, 8, 32, 32, 2)))
     assert out.shape == (2, 8)
@@ -98,7 +95,11 @@ def test_i3d_takes_clips_and_projects_to_dim():
 
 def test_imagenet_normalisation_standardises_the_scaled_pixels_of_the_named_modality():
     config = make_config(
-        {"modalities": ("visual", "audio"), "imagenet_normalize": ("visual",), "dim": 8, "resnet_width": 4}
+        {
+            "modalities": ("visual", "audio"),
+            "data": {"imagenet_normalize": ("visual",)},
+            "model": {"dim": 8, "resnet_width": 4},
+        }
     )
     pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     normalized = encoders.build_encoder(config, "resnet18", pixels.shape[1:], nnx.Rngs(0), "visual")
@@ -115,11 +116,13 @@ def test_imagenet_normalisation_standardises_the_scaled_pixels_of_the_named_moda
 
 @pytest.mark.parametrize("name, shape", [("resnet18", (257, 188, 1)), ("bert", (6,))])
 def test_imagenet_normalisation_needs_rgb_pixels(name, shape):
-    config = make_config({"modalities": ("audio", "visual"), "imagenet_normalize": ("audio",)})
-    with pytest.raises(ValueError, match=rf"imagenet_normalize names 'audio', whose encoder '{name}' takes examples"):
+    config = make_config({"modalities": ("audio", "visual"), "data": {"imagenet_normalize": ("audio",)}})
+    with pytest.raises(
+        ValueError, match=rf"data\.imagenet_normalize names 'audio', whose encoder '{name}' takes examples"
+    ):
         encoders.build_encoder(config, name, shape, nnx.Rngs(0), "audio")
 
 
 def test_imagenet_normalisation_must_name_a_modality_of_the_run():
-    with pytest.raises(ValueError, match=r"imagenet_normalize must name modalities of this run"):
-        make_config({"imagenet_normalize": ("visual",)})
+    with pytest.raises(ValueError, match=r"data\.imagenet_normalize must name modalities of this run"):
+        make_config({"data": {"imagenet_normalize": ("visual",)}})

@@ -34,7 +34,12 @@ def test_an_installed_copy_runs_experiments_run_and_report(tmp_path):
         "--quiet",
         *[
             arg
-            for value in ("outer_iterations=1", "phase_epochs=1", "dim=8", "encoder_hidden=8")
+            for value in (
+                "train.outer_iterations=1",
+                "train.phase_epochs=1",
+                "model.dim=8",
+                "model.encoder_hidden=8",
+            )
             for arg in ("--set", value)
         ],
     )

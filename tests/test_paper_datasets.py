@@ -33,16 +33,16 @@ def test_sarcasm_in_its_published_layout_trains_end_to_end(tmp_path, capsys):
     raw, bert_dir, workdir = write_sarcasm(tmp_path / "raw"), tmp_path / "bert", tmp_path / "run"
     write_checkpoint(bert_dir, tiny_weights())
     settings = [
-        f"bert_dir={bert_dir}",
-        "image_size=16",
-        "text_length=16",
-        "encoder=image=resnet18,text=bert",
-        "resnet_width=8",
-        "dim=16",
-        "batch_size=2",
-        "covariance_batch_size=2",
-        "phase_schedule=1",
-        "outer_iterations=1",
+        f"model.bert_dir={bert_dir}",
+        "data.image_size=16",
+        "data.text_length=16",
+        "model.encoder=image=resnet18,text=bert",
+        "model.resnet_width=8",
+        "model.dim=16",
+        "train.batch_size=2",
+        "mie.covariance_batch_size=2",
+        "train.phase_schedule=1",
+        "train.outer_iterations=1",
     ]
     argv = ["--dataset", "sarcasm", "--data-dir", str(raw), "--workdir", str(workdir), "--method", "mie"]
     assert run.main(argv + [arg for s in settings for arg in ("--set", s)]) == 0
@@ -96,7 +96,16 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, capsys, damag
     if damage == "label_out_of_range":
         culprit.write_text(culprit.read_text() + "['validation0009', 'text', 0, 5]\n")
     data_dir = culprit if damage == "missing_directory" else raw
-    argv = ["--dataset", "sarcasm", "--data-dir", str(data_dir), "--workdir", str(workdir), "--set", "image_size=16"]
+    argv = [
+        "--dataset",
+        "sarcasm",
+        "--data-dir",
+        str(data_dir),
+        "--workdir",
+        str(workdir),
+        "--set",
+        "data.image_size=16",
+    ]
     assert run.main(argv) == 2
     # The paper's image-text setting also warns that this run has no pretrained encoders: not an error.
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]

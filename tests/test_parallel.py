@@ -66,4 +66,5 @@ def test_batch_must_split_evenly_over_devices():
 
 
 def test_num_devices_is_a_config_key():
-    assert make_config({}, ["num_devices=1"]).num_devices == 1
+    assert make_config({}, ["train.num_devices=1"]).train.num_devices == 1
+    assert make_config({"train": {"num_devices": 2}}).train.num_devices == 2

@@ -287,27 +287,42 @@ def test_file_errors(tmp_path, monkeypatch):
         pretrained.load_backbone(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), tmp_path / "resnet50.pth")
 
 
+def weights_config(entries):
+    return make_config({"modalities": ("image", "text")}, [f"model.encoder_weights={entries}"])
+
+
 def test_encoder_weights_entries():
-    modalities = ("image", "text")
-    assert pretrained.weights_by_modality(("image=/w/a=b.safetensors",), modalities) == {"image": "/w/a=b.safetensors"}
+    # Only the first "=" of an entry ends the modality: a path may hold "=".
+    assert weights_config("image=/w/a=b.safetensors").model.encoder_weights == {"image": "/w/a=b.safetensors"}
+    assert make_config({"modalities": ("image", "text")}).model.encoder_weights == {}
     for entries, match in [
-        (("image",), "modality=PATH"),
-        (("image=",), "modality=PATH"),
-        (("audio=/w/x.safetensors",), "'audio', not a modality"),
-        (("image=/a.safetensors", "image=/b.safetensors"), "twice"),
+        ("image", r"--set model\.encoder_weights=\.\.\. expects name=value entries .*got 'image'"),
+        ("image=", r"--set model\.encoder_weights=\.\.\. expects name=value entries .*got 'image='"),
+        (
+            "audio=/w/x.safetensors",
+            r"model\.encoder_weights names \['audio'\], not modalities of this run \['image', 'text'\]",
+        ),
     ]:
         with pytest.raises(ValueError, match=match):
-            pretrained.weights_by_modality(entries, modalities)
+            weights_config(entries)
+    # The nested form is checked the same way.
+    with pytest.raises(ValueError, match=r"model\.encoder_weights names \['audio'\]"):
+        make_config({"modalities": ("image", "text"), "model": {"encoder_weights": {"audio": "/w/x.safetensors"}}})
+
+
+def test_encoder_weights_naming_a_modality_twice_is_refused():
+    with pytest.raises(ValueError, match="twice"):
+        weights_config("image=/a.safetensors,image=/b.safetensors")
 
 
 def test_build_encoder_loads_the_modality_weights(tmp_path):
-    """``--set encoder_weights=audio=FILE``: the 1-channel audio ResNet18 gets the file's backbone."""
+    """``--set model.encoder_weights=audio=FILE``: the 1-channel audio ResNet18 gets the file's backbone."""
     weights = random_weights(torchvision_resnet_shapes("basic", (2, 2, 2, 2), 3, WIDTH))
     path = tmp_path / "resnet18.safetensors"
     save_file(weights, str(path))
     config = make_config(
-        {"modalities": ("audio", "visual"), "encoder": "resnet18", "resnet_width": WIDTH, "dim": 8},
-        [f"encoder_weights=audio={path}"],
+        {"modalities": ("audio", "visual"), "model": {"encoder": "resnet18", "resnet_width": WIDTH, "dim": 8}},
+        [f"model.encoder_weights=audio={path}"],
     )
     rngs = nnx.Rngs(jax.random.key(0, impl="rbg"))  # The fastest sampler compiles.
     encoder = encoders.build_encoder(config, "resnet18", (32, 32, 1), rngs, "audio")
@@ -315,7 +330,7 @@ def test_build_encoder_loads_the_modality_weights(tmp_path):
     np.testing.assert_allclose(_torch_layout(("kernel",), encoder.backbone.conv.kernel[...]), stem, rtol=1e-6)
     np.testing.assert_array_equal(encoder.backbone.blocks[-1].bn2.var[...], weights["layer4.1.bn2.running_var"])
     with pytest.raises(ValueError, match="'bert' takes none.*bert_dir"):
-        bert_config = make_config({"modalities": ("image", "text")}, [f"encoder_weights=text={path}"])
+        bert_config = make_config({"modalities": ("image", "text")}, [f"model.encoder_weights=text={path}"])
         encoders.build_encoder(bert_config, "bert", (6,), rngs, "text")
 
 
@@ -344,7 +359,7 @@ def test_paper_configs_warn_without_their_pretrained_weights():
     warning = paper.missing_pretrained_warning("sarcasm", sarcasm)
     assert "\n" not in warning and "image: ImageNet ResNet50" in warning and "text: BERT-base" in warning
     complete = make_config(
-        configs.get_config("sarcasm"), ["encoder_weights=image=/w/r50.safetensors", "bert_dir=/w/bert"]
+        configs.get_config("sarcasm"), ["model.encoder_weights=image=/w/r50.safetensors", "model.bert_dir=/w/bert"]
     )
     assert paper.missing_pretrained_warning("sarcasm", complete) == ""
     nvgesture = paper.missing_pretrained_warning("nvgesture", make_config(configs.get_config("nvgesture")))

@@ -13,15 +13,15 @@ from mie_jax.train import make_config, train
 
 FAST = [
     "--set",
-    "outer_iterations=1",
+    "train.outer_iterations=1",
     "--set",
-    "phase_epochs=1",
+    "train.phase_epochs=1",
     "--set",
-    "dim=16",
+    "model.dim=16",
     "--set",
-    "encoder_hidden=32",
+    "model.encoder_hidden=32",
     "--set",
-    "batch_size=100",
+    "train.batch_size=100",
 ]
 
 
@@ -45,14 +45,22 @@ def test_module_runs_and_writes_table_logs_and_plot(tmp_path):
 
 
 def test_unknown_config_key_fails_listing_the_valid_ones(capsys):
-    assert run.main(["--set", "learning_rat=0.1"]) == 2
+    assert run.main(["--set", "optimizer.learning_rat=0.1"]) == 2
     error = capsys.readouterr().err
-    assert "unknown config key 'learning_rat'; valid keys:" in error and "learning_rate" in error
+    assert "unknown config key optimizer.learning_rat in --set; valid keys:" in error
+    assert "optimizer.learning_rate" in error
+    # A key without its section, or an unknown section, lists the sections.
+    assert run.main(["--set", "learning_rate=0.1"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown config key 'learning_rate': --set takes section.key=value (sections: data, model," in error
+    assert run.main(["--set", "optimiser.learning_rate=0.1"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown config section or key 'optimiser' in --set" in error and "sections: data, model," in error
 
 
 def test_badly_typed_value_is_named(capsys):
-    assert run.main(["--set", "batch_size=many"]) == 2
-    assert "--set batch_size=... expects a int, got 'many'" in capsys.readouterr().err
+    assert run.main(["--set", "train.batch_size=many"]) == 2
+    assert "--set train.batch_size=... expects a int, got 'many'" in capsys.readouterr().err
 
 
 def test_existing_workdir_needs_resume_and_is_left_alone(tmp_path, capsys):
@@ -83,11 +91,11 @@ def test_resume_finishes_a_killed_run_with_the_same_logs(tmp_path, capsys):
 
 def test_reference_variant_applies_the_released_code_defaults():
     config = make_config(configs.get_config("mfeat"), [], variant="reference")
-    assert (config.sam_normalize, config.sam_mix, config.mixup_alpha) == ("per_tensor", 0.3, 1.0)
-    assert config.sam_params == "head"
-    assert config.reload_best_per_phase and config.fresh_optimizer_per_phase
-    overridden = make_config(configs.get_config("mfeat"), ["mixup_alpha=0"], variant="reference")
-    assert overridden.mixup_alpha == 0.0
+    assert (config.sam.normalize, config.sam.mix, config.alternating.mixup_alpha) == ("per_tensor", 0.3, 1.0)
+    assert config.sam.params == "head"
+    assert config.alternating.reload_best_per_phase and config.alternating.fresh_optimizer_per_phase
+    overridden = make_config(configs.get_config("mfeat"), ["alternating.mixup_alpha=0"], variant="reference")
+    assert overridden.alternating.mixup_alpha == 0.0
 
 
 def test_unknown_dataset_is_refused():
@@ -100,9 +108,9 @@ def test_resume_into_another_config_fails_with_one_line_and_keeps_the_checkpoint
     config = make_config(configs.get_config("mfeat"), overrides, method="mie", variant="paper")
     train(config, load_dataset("mfeat", config.modalities), workdir=str(tmp_path), stop_after_phase=1)
     before = sorted(os.listdir(tmp_path / "checkpoints"))
-    assert run.main(["--workdir", str(tmp_path), "--resume", *FAST, "--set", "tau=0.9"]) == 2
+    assert run.main(["--workdir", str(tmp_path), "--resume", *FAST, "--set", "mie.tau=0.9"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("error: checkpoint in") and "tau: 0.4 -> 0.9" in error
+    assert error.startswith("error: checkpoint in") and "mie.tau: 0.4 -> 0.9" in error
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
     assert not (tmp_path / "run.json").exists()  # Not marked with the refused config.
 

@@ -9,39 +9,36 @@ from flax import nnx
 
 import mie_jax
 from experiments import configs
-from mie_jax.train import make_config
-from mie_jax.train import feed, steps
-from mie_jax.train.alternating import build_unimodal_classifier
+from mie_jax.models.encoders import build_unimodal_classifier
+from mie_jax.train import feed, make_config, steps
+from mie_jax.train.methods.alternating import make_train_step, zero_covariances
 
 BATCH, FEATURES, CLASSES, RHO, LR = 8, 6, 3, 0.5, 0.1
 
 
 def setup(sam_per_device, sam_params="all"):
     config = make_config(
-        configs.get_config("mfeat"),
+        {
+            **configs.get_config("mfeat"),
+            "optimizer": {"momentum": 0.0, "weight_decay": 0.0, "learning_rate": LR},
+            "model": {"dim": 8, "encoder_hidden": 8},
+            "sam": {"rho": RHO, "per_device": sam_per_device, "params": sam_params},
+        },
         method="mie",
-        momentum=0.0,
-        weight_decay=0.0,
-        rho=RHO,
-        learning_rate=LR,
-        dim=8,
-        encoder_hidden=8,
-        sam_per_device=sam_per_device,
-        sam_params=sam_params,
     )
     model = build_unimodal_classifier(config, "mlp", (FEATURES,), CLASSES, nnx.Rngs(0))
     graphdef, params, model_state = steps.split_model(model)
-    tx = steps.make_optimizer(config, sam=True, steps_per_epoch=1)
+    tx = steps.make_optimizer(config.optimizer, sam=config.sam, steps_per_epoch=1)
     return graphdef, params, model_state, tx
 
 
 def one_step(sam_groups):
     graphdef, params, model_state, tx = setup(sam_per_device=sam_groups > 0)
-    step = jax.jit(steps.make_train_step(graphdef, tx, "x", sam_groups=sam_groups))
+    step = jax.jit(make_train_step(graphdef, tx, "x", sam_groups=sam_groups))
     x = jax.random.normal(jax.random.key(1), (BATCH, FEATURES))
     y = jnp.arange(BATCH) % CLASSES
     batch = feed.Batch({"x": x}, y, jnp.ones(()), jnp.arange(BATCH), {})
-    (trained, *_), _ = step(None, (params, model_state, tx.init(params), steps.zero_covariances(params)), batch)
+    (trained, *_), _ = step(None, (params, model_state, tx.init(params), zero_covariances(params)), batch)
     return trained, (graphdef, params, model_state, x, y)
 
 

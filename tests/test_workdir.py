@@ -16,7 +16,13 @@ from experiments import workdir as workdirs
 from mie_jax.train import checkpoint, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ["outer_iterations=1", "phase_epochs=1", "dim=16", "encoder_hidden=32", "batch_size=100"]
+OVERRIDES = [
+    "train.outer_iterations=1",
+    "train.phase_epochs=1",
+    "model.dim=16",
+    "model.encoder_hidden=32",
+    "train.batch_size=100",
+]
 FAST = [arg for value in OVERRIDES for arg in ("--set", value)]
 
 
@@ -97,7 +103,7 @@ def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys, layout):
     "key,argv,difference",
     [
         ("fusion", ["--fusion", "weighted"], "fusion: 'average' -> 'weighted'"),
-        ("config", ["--set", "tau=0.9"], "tau: 0.4 -> 0.9"),
+        ("config", ["--set", "mie.tau=0.9"], "mie.tau: 0.4 -> 0.9"),
     ],
 )
 def test_resume_with_other_settings_is_refused(tmp_path, capsys, key, argv, difference):
@@ -315,7 +321,7 @@ def test_a_signal_stops_the_run_with_one_line(tmp_path, signum, code):
             "--quiet",
             *FAST,
             "--set",
-            "outer_iterations=3",
+            "train.outer_iterations=3",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

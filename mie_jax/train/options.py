@@ -110,6 +110,8 @@ def _mapping(key, text_value):
         name, sep, value = item.partition("=")
         if not (sep and name and value):
             raise ValueError(f"--set {key}=... expects name=value entries separated by commas, got {item!r}.")
+        if name in entries:
+            raise ValueError(f"--set {key}=... names {name!r} twice.")
         entries[name] = value
     return entries
 
