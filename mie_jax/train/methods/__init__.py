@@ -8,3 +8,4 @@ from mie_jax.train.methods import alternating  # noqa: F401  mie, mie_no_sam, mi
 from mie_jax.train.methods import joint  # noqa: F401  joint, ogm_ge
 from mie_jax.train.methods import mla  # noqa: F401  mla
 from mie_jax.train.methods import greedy  # noqa: F401  greedy
+from mie_jax.train.methods import pmr  # noqa: F401  pmr
