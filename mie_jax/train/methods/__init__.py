@@ -9,3 +9,4 @@ from mie_jax.train.methods import joint  # noqa: F401  joint, ogm_ge
 from mie_jax.train.methods import mla  # noqa: F401  mla
 from mie_jax.train.methods import greedy  # noqa: F401  greedy
 from mie_jax.train.methods import pmr  # noqa: F401  pmr
+from mie_jax.train.methods import agm  # noqa: F401  agm
