@@ -10,3 +10,5 @@ from mie_jax.train.methods import mla  # noqa: F401  mla
 from mie_jax.train.methods import greedy  # noqa: F401  greedy
 from mie_jax.train.methods import pmr  # noqa: F401  pmr
 from mie_jax.train.methods import agm  # noqa: F401  agm
+from mie_jax.train.methods import gblending  # noqa: F401  gblending
+from mie_jax.train.methods import mslr  # noqa: F401  mslr
