@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -243,13 +243,16 @@ def mfeat_cases(plans: Dict[str, tuple]) -> List[Case]:
     ]
 
 
-def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_classes: int = 10) -> List[Case]:
-    """plain, sam, gm and mie on one of ``ENCODER_MODELS``, per call, names ``<name>/<variant>``.
+def encoder_model_cases(
+    name: str, config: TrainConfig, batch_size: int, num_classes: int = 10, variants: Optional[Sequence[str]] = None
+) -> List[Case]:
+    """plain, sam, gm, mie, gm_all and mie_all on one of ``ENCODER_MODELS``, per call, names ``<name>/<variant>``.
 
     The step is the alternating methods' own (:func:`mie_jax.train.methods.alternating.make_train_step`,
     scanned by :func:`loop.chunk_runner`) on random inputs. T is Eq. 7 of the
-    head inputs' covariance on the timed batch: its values do not change the
-    cost of applying it.
+    head inputs' covariance on the timed batch (``*_all``: of every tapped
+    layer's inputs, ``mie.layers=all``): its values do not change the cost of
+    applying it. ``variants`` limits the cases built (all by default).
     """
     _, encoder_name, shape = ENCODER_MODELS[name]
     rngs = nnx.Rngs(config.seed)
@@ -269,6 +272,12 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
         layer: mie_jax.update_covariance(jnp.zeros((f.shape[1],) * 2), f) for layer, f in layer_inputs.items()
     }
     transforms = steps.head_kernel_tree(params, mie_jax.flat_transforms(covariances, config.mie.tau))
+    # mie.layers=all on a pair of such encoders: T at every tapped dense and conv layer (conv: [c_in, c_in]).
+    _, _, every_input = steps.apply_model(graphdef, params, model_state, x, train=False, record=True)
+    every_covariance = {
+        layer: mie_jax.update_conv_covariance(jnp.zeros((f.shape[-1],) * 2), f) for layer, f in every_input.items()
+    }
+    every_transform = steps.kernel_tree(params, mie_jax.flat_transforms(every_covariance, config.mie.tau))
     one = feed.Batch(
         {"x": x[None]}, y[None], jnp.ones((1,), jnp.float32), jnp.arange(batch_size, dtype=jnp.int32)[None], {}
     )
@@ -278,7 +287,11 @@ def encoder_model_cases(name: str, config: TrainConfig, batch_size: int, num_cla
         ("sam", "mie_jax.sam + SGD", True, None),
         ("gm", "flat_projection (3 T matrices) + SGD", False, transforms),
         ("mie", "sam + flat_projection + SGD", True, transforms),
+        ("gm_all", f"flat_projection on all {len(every_covariance)} tapped layers + SGD", False, every_transform),
+        ("mie_all", "sam + flat_projection on all tapped layers + SGD", True, every_transform),
     ):
+        if variants is not None and variant not in variants:
+            continue
         tx = steps.make_optimizer(config.optimizer, steps_per_epoch=1, sam=config.sam if sam else None)
         run_chunk = loop.chunk_runner(make_train_step(graphdef, tx, "x"))
         carry = (params, model_state, tx.init(params), zero_covariances(params))

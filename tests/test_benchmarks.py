@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -126,3 +127,22 @@ def test_torch_step_main_runs_or_says_torch_is_missing(tmp_path):
         assert result.returncode != 0 and "torch" in result.stderr and "Traceback" not in result.stderr
         return
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_encoder_model_cases_build_and_step_on_a_tiny_resnet(monkeypatch):
+    """step_time --models: plain, sam, gm, mie, and gm/mie with T on every tapped layer (mie.layers=all)."""
+    from benchmarks import step_time
+    from experiments import configs
+    from mie_jax.train import make_config
+
+    monkeypatch.setitem(step_time.ENCODER_MODELS, "resnet18_audio", ("tiny", "resnet18", (8, 8, 1)))
+    config = make_config(configs.merge(configs.get_config("mfeat"), {"model": {"dim": 4, "resnet_width": 1}}))
+    # Two of the six variants (plain, sam, gm, mie, gm_all, mie_all): compiling a ResNet step is the slow part.
+    plain, gm_all = step_time.encoder_model_cases("resnet18_audio", config, batch_size=2, variants=("plain", "gm_all"))
+    assert (plain.name, gm_all.name, gm_all.baseline) == ("resnet18_audio/plain", "resnet18_audio/gm_all", plain.name)
+    # 17 convs (the stem, 16 in blocks), 3 projection shortcuts, the projection and the head's 3 layers.
+    assert "24 tapped layers" in gm_all.description
+    for case in (plain, gm_all):
+        params = case.per_call(case.init)[0]
+        assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(params))
+    assert gm_all.mflops > plain.mflops  # T on every layer costs FLOPs.
