@@ -68,7 +68,7 @@ from flax import nnx
 from mie_jax import _validate
 from mie_jax.models import ConcatClassifier, Head
 from mie_jax.models.encoders import build_encoders
-from mie_jax.train import augment, feed, loop, options, parallel, registry, steps
+from mie_jax.train import augment, loop, options, parallel, registry, steps
 from mie_jax.train.methods.single_model import SingleModelMethod
 
 
@@ -321,7 +321,6 @@ class AGMMethod(SingleModelMethod):
         encoders = build_encoders(config, {m: self.inputs[m].shape[1:] for m in self.names}, rngs)
         model = ConcatClassifier(encoders, Head(config.model.dim * len(self.names), num_classes, rngs=rngs))
         self._finish(model, steps.make_optimizer(config.optimizer, steps_per_epoch=self.steps_per_epoch))
-        self.predict = steps.make_predict(self.graphdef)
 
     def init(self) -> dict:
         agm = {"running_scores": jnp.zeros((len(self.names),), jnp.float32), "step": jnp.zeros((), jnp.int32)}
@@ -409,12 +408,6 @@ class AGMMethod(SingleModelMethod):
 
     def finish_phase(self, state, phase: int, carry) -> dict:
         return self.state_inside(state, phase, carry)
-
-    def logits(self, variables, inputs) -> dict:
-        """The joint prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
 
 
 registry.register(

@@ -359,12 +359,6 @@ class GBlendingMethod(SingleModelMethod):
             )
         return jnp.asarray(weights, jnp.float32)
 
-    def logits(self, variables, inputs) -> dict:
-        """The fused head's prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
-
 
 registry.register(
     registry.MethodSpec(

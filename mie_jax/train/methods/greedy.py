@@ -393,7 +393,6 @@ class GreedyMethod(SingleModelMethod):
         heads = {m: Head(config.model.dim, num_classes, rngs=rngs) for m in self.names}
         model = BalancedFusionClassifier(encoders, fusion, heads)
         self._finish(model, steps.make_optimizer(config.optimizer, steps_per_epoch=self.steps_per_epoch))
-        self.predict = steps.make_predict(self.graphdef)
 
         def evaluate(params, model_state, batch, alone_means):
             (_, aux), _ = steps.apply_model(
@@ -476,12 +475,6 @@ class GreedyMethod(SingleModelMethod):
         del state, phase
         params, model_state, opt_state, balance = carry
         return {"params": params, "model_state": model_state, "opt_state": opt_state, "balance": balance}
-
-    def logits(self, variables, inputs) -> dict:
-        """The model's prediction (the mean of the branches' logits) over a split's columns (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
 
     def _branch_pass(self, variables, inputs, key: str, alone_means=None) -> dict:
         """``{modality: [n, ...]}``: every branch's ``branches`` (logits) or ``features`` over a split's columns."""

@@ -25,7 +25,7 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoders, build_unimodal_classifier, encoder_names
-from mie_jax.train import augment, feed, options, parallel, registry, steps
+from mie_jax.train import augment, options, parallel, registry, steps
 from mie_jax.train.methods.single_model import SingleModelMethod
 
 
@@ -101,7 +101,6 @@ class JointMethod(SingleModelMethod):
             encoders = build_encoders(config, {m: self.inputs[m].shape[1:] for m in self.modalities}, rngs)
             model = ConcatClassifier(encoders, Head(config.model.dim * len(self.modalities), num_classes, rngs=rngs))
         self._finish(model, steps.make_optimizer(config.optimizer, steps_per_epoch=self.steps_per_epoch))
-        self.predict = steps.make_predict(self.graphdef)
 
     def _modality_scores(self, params, model_state, features, y):
         """Per modality, the summed true-class probability from its share of the head's input."""
@@ -152,12 +151,6 @@ class JointMethod(SingleModelMethod):
     def _phase_keys(self, rng, num_steps: int):
         # OGM-GE's noise: one key per step, drawn from the phase's own stream.
         return jax.random.split(jax.random.key(int(rng.integers(2**31))), num_steps)
-
-    def logits(self, variables, inputs) -> dict:
-        """The joint prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
 
 
 registry.register(

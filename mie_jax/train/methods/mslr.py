@@ -197,7 +197,6 @@ class MSLRMethod(SingleModelMethod):
             scale_by_modality_rate(base),
         )
         self._finish(model, tx)
-        self.predict = steps.make_predict(self.graphdef)
         graphdef = self.graphdef
 
         @jax.jit
@@ -270,12 +269,6 @@ class MSLRMethod(SingleModelMethod):
             real = (np.arange(len(batch_rows)) < count).astype(np.float32)
             correct += np.asarray(self.branch_correct(params, model_state, inputs, self.labels[picked], real))
         return correct / len(rows)
-
-    def logits(self, variables, inputs) -> dict:
-        """The summed logits over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
 
 
 registry.register(

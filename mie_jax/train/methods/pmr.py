@@ -344,7 +344,6 @@ class PMRMethod(SingleModelMethod):
         encoders = build_encoders(config, {m: self.inputs[m].shape[1:] for m in self.names}, rngs)
         model = ConcatClassifier(encoders, Head(config.model.dim * len(self.names), num_classes, rngs=rngs))
         self._finish(model, steps.make_optimizer(config.optimizer, steps_per_epoch=self.steps_per_epoch))
-        self.predict = steps.make_predict(self.graphdef)
 
         @jax.jit
         def features(params, model_state, batch):
@@ -423,12 +422,6 @@ class PMRMethod(SingleModelMethod):
         if phase + 1 == self.num_phases:  # No epoch left to use new prototypes.
             return state
         return {**state, "prototypes": self._prototypes(state, phase + 1, state["prototypes"])}
-
-    def logits(self, variables, inputs) -> dict:
-        """The joint prediction over a split's columns, ``eval_batch_size`` rows at a time (host arrays)."""
-        columns = {m: inputs[m] for m in self.modalities}
-        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
-        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
 
 
 registry.register(

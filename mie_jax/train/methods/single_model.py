@@ -31,6 +31,8 @@ class SingleModelMethod:
         self.tx = tx
         self.train_step = self._make_step()
         self.run_chunk = loop.chunk_runner(self.train_step)
+        # The model's own output; a subclass predicting otherwise (G-Blend: its fused head) replaces it.
+        self.predict = steps.make_predict(self.graphdef)
 
     @property
     def num_phases(self) -> int:
@@ -72,3 +74,12 @@ class SingleModelMethod:
 
     def finish_phase(self, state, phase: int, carry) -> dict:
         return self.state_inside(state, phase, carry)
+
+    def logits(self, variables, inputs) -> dict:
+        """The one prediction ``joint`` over a split's columns, ``eval_batch_size`` rows at a time (host arrays).
+
+        Per-modality subclasses (MLA) override it.
+        """
+        columns = {m: inputs[m] for m in self.modalities}
+        predict = lambda batch: self.predict(variables["params"], variables["model_state"], batch)  # noqa: E731
+        return {"joint": feed.map_batches(predict, columns, self.config.train.eval_batch_size, self.mesh)}
