@@ -9,11 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from mie_jax.data.registry import load_dataset
-from mie_jax.train import batches, feed, loop, make_config, steps, train
+from mie_jax.train import batches, feed, loop, steps, train
 from mie_jax.train.methods import gblending
-
-THREE_VIEWS = ("fac", "mor", "zer")
+from tests.mfeat_small import dataset, small_config
 
 
 # Float64 references, written from Eq. 3 and Eq. 6 with loops.
@@ -142,19 +140,8 @@ class ScheduleAndSplitTest(chex.TestCase):
 # End to end on mfeat's three views, small.
 
 
-@functools.lru_cache(maxsize=None)
-def dataset():
-    return load_dataset("mfeat", THREE_VIEWS)
-
-
 def config(epochs, *overrides):
-    base = {
-        "modalities": THREE_VIEWS,
-        "model": {"dim": 16, "encoder_hidden": 32},
-        "train": {"batch_size": 100, "outer_iterations": 1, "phase_epochs": epochs},
-        "optimizer": {"learning_rate": 0.1},
-    }
-    return make_config(base, list(overrides), method="gblending")
+    return small_config("gblending", epochs, *overrides, learning_rate=0.1)
 
 
 def test_the_step_minimises_the_blended_loss_and_weights_gate_the_heads():

@@ -1,7 +1,5 @@
 """Specification of the ``greedy`` method (Wu et al., ICML 2022): its defining quantities, then training."""
 
-import functools
-
 import chex
 import hypothesis
 import hypothesis.extra.numpy as hnp
@@ -10,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mie_jax.data.registry import load_dataset
-from mie_jax.train import feed, loop, make_config, steps, train
+from mie_jax.train import feed, loop, steps, train
 from mie_jax.train.methods import greedy
+from tests.mfeat_small import THREE_VIEWS, dataset, small_config
 
-THREE_VIEWS = ("fac", "mor", "zer")
 
 speed_vectors = hnp.arrays(
     np.float64,
@@ -250,19 +247,8 @@ class GreedyOptionsTest(chex.TestCase):
 # The method on mfeat's three views, small.
 
 
-@functools.lru_cache(maxsize=None)
-def dataset():
-    return load_dataset("mfeat", THREE_VIEWS)
-
-
 def config(epochs, *overrides):
-    base = {
-        "modalities": THREE_VIEWS,
-        "model": {"dim": 16, "encoder_hidden": 32},
-        "train": {"batch_size": 100, "outer_iterations": 1, "phase_epochs": epochs},
-        "optimizer": {"learning_rate": 0.1},
-    }
-    return make_config(base, list(overrides), method="greedy")
+    return small_config("greedy", epochs, *overrides, learning_rate=0.1)
 
 
 def first_batch(method):

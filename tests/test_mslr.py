@@ -1,7 +1,5 @@
 """Specification of MSLR (Yao and Mihalcea, Findings of ACL 2022): per-modality rates, their updates, training."""
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,11 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from mie_jax.data.registry import load_dataset
-from mie_jax.train import feed, loop, make_config, steps, train
+from mie_jax.train import feed, loop, steps, train
 from mie_jax.train.methods import mslr
-
-THREE_VIEWS = ("fac", "mor", "zer")
+from tests.mfeat_small import THREE_VIEWS, dataset, small_config
 
 
 # Float64 references, written with loops.
@@ -157,18 +153,8 @@ class OptionsTest(chex.TestCase):
 # End to end on mfeat's three views, small.
 
 
-@functools.lru_cache(maxsize=None)
-def dataset():
-    return load_dataset("mfeat", THREE_VIEWS)
-
-
 def config(epochs, *overrides):
-    base = {
-        "modalities": THREE_VIEWS,
-        "model": {"dim": 16, "encoder_hidden": 32},
-        "train": {"batch_size": 100, "outer_iterations": 1, "phase_epochs": epochs},
-    }
-    return make_config(base, list(overrides), method="mslr")
+    return small_config("mslr", epochs, *overrides)
 
 
 def test_unknown_modality_in_rates_raises():
