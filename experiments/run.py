@@ -103,6 +103,12 @@ class _QuietFileHandler(logging.FileHandler):
     def handleError(self, record):
         pass
 
+    def close(self):
+        try:  # Closing flushes what is buffered: on a full disk that fails too, and must not replace the error.
+            super().close()
+        except OSError:
+            pass
+
 
 def _route_library_logs(path: Optional[str], restore: bool = False) -> None:
     """Orbax logs each failure with tracebacks through absl: keep them off the terminal, in ``run.log``.

@@ -211,6 +211,15 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def fill(mount):
+    """Fills the file system at ``mount`` with a file named ``filler``."""
+    with open(mount / "filler", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as error:
+            while True:
+                f.write(b"\0" * 4096)
+        assert error.value.errno == errno.ENOSPC
+
+
 def remount(mount, options):
     subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
 
@@ -253,15 +262,22 @@ def test_no_space_left_is_one_error_line_and_leaves_no_empty_results(tmpfs):
 def test_atomic_writes_keep_the_old_file_on_a_full_disk(tmpfs):
     results = tmpfs / "results.md"
     results.write_text("the previous table\n")
-    with open(tmpfs / "filler", "wb", buffering=0) as f:  # Fill the file system.
-        with pytest.raises(OSError) as error:
-            while True:
-                f.write(b"\0" * 4096)
-        assert error.value.errno == errno.ENOSPC
+    fill(tmpfs)
     with pytest.raises(OSError):
         workdirs.atomic_write(str(results), "a new table\n" * 100000)
     assert results.read_text() == "the previous table\n"
     assert sorted(os.listdir(tmpfs)) == ["filler", "results.md"]  # No temporary file left behind.
+
+
+def test_the_library_log_on_a_full_disk_closes_without_an_error(tmpfs):
+    # The CI failure this guards against: a buffered run.log failed again on close, and that error
+    # replaced the run's one-line storage message with a traceback.
+    fill(tmpfs)
+    run._route_library_logs(str(tmpfs / "run.log"))
+    try:
+        run._LIBRARY_LOG.error("a save failed")  # Short: it stays in the buffer.
+    finally:
+        run._route_library_logs(None, restore=True)  # Must not raise.
 
 
 def test_storage_faults_inside_orbax_errors_are_recognised():
