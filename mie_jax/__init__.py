@@ -6,6 +6,7 @@ The optimizer pieces compose with any optax chain::
                    optax.sgd(1e-2, momentum=0.9))
 """
 
+from mie_jax.flat import flat_layer
 from mie_jax.flat import flat_projection
 from mie_jax.flat import flat_rank
 from mie_jax.flat import flat_transform
@@ -22,6 +23,7 @@ from mie_jax.sam import sam_perturbation
 __version__ = "0.1.0"
 
 __all__ = [
+    "flat_layer",
     "flat_projection",
     "flat_rank",
     "flat_transform",

@@ -21,7 +21,7 @@ References:
   Enhancement <https://arxiv.org/abs/2407.04587>`_, Eq. 5, 7, 8.
 """
 
-from typing import Any, Literal, NamedTuple, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -336,6 +336,35 @@ def flat_transforms(
     return jax.tree_util.tree_map_with_path(one, covariances)
 
 
+def _matrix_shape(matrix) -> tuple:
+    return matrix.basis.shape[:1] * 2 if isinstance(matrix, LowRankTransform) else tuple(matrix.shape)
+
+
+def _check_matrix(matrix, d: int, what: str, against: str) -> None:
+    if _matrix_shape(matrix) != (d, d):
+        raise ValueError(
+            f"{what} must be {(d, d)} to match the kernel's input dimension ({against}), got {_matrix_shape(matrix)}."
+        )
+
+
+def _multiply_input_axis(matrix, kernel):
+    """``M @ g`` over a kernel's input axis ``-2`` (matmul broadcasts over a conv kernel's spatial axes)."""
+    if isinstance(matrix, LowRankTransform):
+        projected = kernel - matrix.basis @ (matrix.damping[:, None] * (matrix.basis.T @ kernel))
+    else:
+        projected = matrix @ kernel
+    return projected.astype(kernel.dtype)
+
+
+def _multiply_feature_axis(matrix, inputs):
+    """``x M^T`` over the inputs' feature axis ``-1``: what ``M @ g`` is for a kernel gradient ``g = x^T dy``."""
+    if isinstance(matrix, LowRankTransform):  # Symmetric: U diag(damping) U^T.
+        projected = inputs - ((inputs @ matrix.basis) * matrix.damping) @ matrix.basis.T
+    else:
+        projected = inputs @ matrix.T
+    return projected.astype(inputs.dtype)
+
+
 def left_multiply(matrices: Any, updates: Any, *, caller: str) -> Any:
     """Replaces each update ``g`` ``[..., d, out]`` by ``M @ g``; ``None`` skips.
 
@@ -368,22 +397,8 @@ def left_multiply(matrices: Any, updates: Any, *, caller: str) -> Any:
                 f"{caller}: update at {where} must be a kernel [..., in, out] to "
                 f"project, got shape {tuple(update.shape)}."
             )
-        d = update.shape[-2]
-        low_rank = isinstance(matrix, LowRankTransform)
-        shape = matrix.basis.shape[:1] * 2 if low_rank else matrix.shape
-        if shape != (d, d):
-            raise ValueError(
-                f"{caller}: matrix at {where} must be {(d, d)} to match the kernel's "
-                f"input dimension (kernel {tuple(update.shape)}), got "
-                f"{tuple(shape)}."
-            )
-        # matmul broadcasts over a conv kernel's leading (spatial) axes.
-        if low_rank:
-            coefficients = matrix.basis.T @ update
-            projected = update - matrix.basis @ (matrix.damping[:, None] * coefficients)
-        else:
-            projected = matrix @ update
-        return projected.astype(update.dtype)
+        _check_matrix(matrix, update.shape[-2], f"{caller}: matrix at {where}", f"kernel {tuple(update.shape)}")
+        return _multiply_input_axis(matrix, update)
 
     try:
         return jax.tree_util.tree_map_with_path(
@@ -437,3 +452,74 @@ def flat_projection() -> optax.GradientTransformationExtraArgs:
         return left_multiply(transforms, updates, caller="flat_projection"), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def flat_layer(layer: Callable[[jax.Array, jax.Array], jax.Array], inputs, kernel, transform):
+    """``layer(inputs, kernel)`` whose kernel gradient comes out multiplied by ``T`` (Eq. 8).
+
+    The backward-pass form of :func:`flat_projection` for one layer, for models
+    that call their layers themselves: the gradient reaching ``kernel`` is the
+    ``T @ g`` that :func:`flat_projection` would make of it (for conv kernels,
+    over the input channels), and the gradient reaching ``inputs`` is the
+    ordinary one, so the layers before it train as they would.
+
+    Why it can be cheaper: a layer linear in its inputs along their last axis
+    (a dense layer, a convolution without feature groups) has the kernel
+    gradient ``g = x^T dy`` summed over positions, so ``T @ g`` is the kernel
+    gradient at the inputs ``x T^T``. Projecting the ``n`` input rows (batch
+    times positions) costs ``4 n d r`` FLOPs with a :class:`LowRankTransform`,
+    projecting the gradient ``4 r |kernel|``; the cheaper side is taken, the
+    inputs when ``n < |kernel| / d``: a wide dense layer trained on small
+    batches. Both give the same gradient up to rounding.
+
+    Args:
+      layer: ``layer(inputs, kernel)``, linear in ``inputs``, contracting the
+        inputs' last axis with the kernel's axis ``-2`` (e.g.
+        ``lambda x, k: x @ k``); a bias is added outside it.
+      inputs: ``[..., d]``.
+      kernel: ``[..., d, out]``.
+      transform: a ``[d, d]`` matrix, a :class:`LowRankTransform`, or ``None``
+        (the plain ``layer``).
+
+    Returns:
+      ``layer(inputs, kernel)``.
+
+    Raises:
+      ValueError: the inputs' last axis, the kernel's axis ``-2`` and the
+        transform do not all have the same size ``d``.
+
+    References:
+      Jiang, Chi and Yang, `Multimodal Classification via Modal-Aware
+      Interactive Enhancement <https://arxiv.org/abs/2407.04587>`_, Eq. 8.
+    """
+    if transform is None:
+        return layer(inputs, kernel)
+    d = inputs.shape[-1]
+    if kernel.ndim < 2 or kernel.shape[-2] != d:
+        raise ValueError(
+            f"flat_layer: kernel {tuple(kernel.shape)} must be [..., d, out] with the inputs' d = {d} "
+            f"(inputs {tuple(inputs.shape)})."
+        )
+    _check_matrix(transform, d, "flat_layer: transform", f"kernel {tuple(kernel.shape)}")
+    on_inputs = inputs.size // d < kernel.size // d  # Rows projected vs kernel columns projected.
+
+    @jax.custom_vjp
+    def apply(inputs, kernel, transform):
+        return layer(inputs, kernel)
+
+    def forward(inputs, kernel, transform):
+        return layer(inputs, kernel), (inputs, kernel, transform)
+
+    def backward(residuals, cotangent):
+        inputs, kernel, transform = residuals
+        if on_inputs:
+            (input_grad,) = jax.vjp(lambda x: layer(x, kernel), inputs)[1](cotangent)
+            projected = _multiply_feature_axis(transform, inputs)
+            (kernel_grad,) = jax.vjp(lambda k: layer(projected, k), kernel)[1](cotangent)
+        else:
+            input_grad, kernel_grad = jax.vjp(layer, inputs, kernel)[1](cotangent)
+            kernel_grad = _multiply_input_axis(transform, kernel_grad)
+        return input_grad, kernel_grad, jax.tree.map(jnp.zeros_like, transform)
+
+    apply.defvjp(forward, backward)
+    return apply(inputs, kernel, transform)
