@@ -16,7 +16,10 @@ Two tables, from the public API alone:
   head 128 -> 256 -> 64 -> 10, batch 64, float32): ``SCAN_STEPS`` SGD steps in
   one jitted ``lax.scan`` per call, plain SGD against ``flat_projection()`` with
   the dense T and with the low-rank T (``tol``) on the three head kernels, as in
-  the trainer's chain (projection, weight decay, momentum SGD). The T come from
+  the trainer's chain (projection, weight decay, momentum SGD); and the low-rank
+  T applied in the backward pass by ``flat_layer`` instead (the chain without
+  ``flat_projection``), which projects whichever side is cheaper: a layer's
+  inputs (``4 B d r`` FLOPs) or its kernel gradient (``4 d r out``). The T come from
   the covariances of the head inputs on mfeat 'fac' (``COV_BATCHES`` batches of
   12) after ``WARMUP_STEPS`` plain steps. The variants are interleaved within
   every repeat; a ratio is the median over repeats of the per-repeat ratio to
@@ -145,11 +148,17 @@ def init_mlp(seed: int) -> Dict[str, Dict[str, jax.Array]]:
     }
 
 
-def forward(params, x):
-    """The logits and the inputs of the head layers (what their covariances summarise)."""
+def forward(params, x, layer_transforms=None):
+    """The logits and the inputs of the head layers (what their covariances summarise).
+
+    ``layer_transforms`` (``{head layer: T}``) modifies those layers' kernel
+    gradients in the backward pass, with ``mie_jax.flat_layer``.
+    """
+    layer_transforms = layer_transforms or {}
 
     def dense(name, h):
-        return h @ params[name]["kernel"] + params[name]["bias"]
+        kernel = params[name]["kernel"]
+        return mie_jax.flat_layer(jnp.matmul, h, kernel, layer_transforms.get(name)) + params[name]["bias"]
 
     h = jax.nn.relu(dense("enc2", jax.nn.relu(dense("enc1", x))))
     hidden = jax.nn.relu(dense("fc1", h))
@@ -157,8 +166,9 @@ def forward(params, x):
     return dense("fc3", bottleneck), {"fc1": h, "fc2": hidden, "fc3": bottleneck}
 
 
-def loss_fn(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x)[0], y).mean()
+def loss_fn(params, x, y, layer_transforms=None):
+    logits = forward(params, x, layer_transforms)[0]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def optimizer(projection: bool) -> optax.GradientTransformationExtraArgs:
@@ -167,14 +177,20 @@ def optimizer(projection: bool) -> optax.GradientTransformationExtraArgs:
     return optax.chain(*parts, optax.add_decayed_weights(1e-4), optax.sgd(1e-2, momentum=0.9))
 
 
-def scanned_steps(tx) -> Callable:
-    """``run(params, opt_state, xs, ys, transforms)``: one step per batch of ``xs`` in a jitted scan."""
+def scanned_steps(tx, in_backward: bool = False) -> Callable:
+    """``run(params, opt_state, xs, ys, transforms)``: one step per batch of ``xs`` in a jitted scan.
+
+    ``transforms`` go to ``tx`` (``flat_projection``'s tree), or with
+    ``in_backward`` to the head layers (``{layer: T}``, ``flat_layer``).
+    """
 
     def run(params, opt_state, xs, ys, transforms):
+        layer_transforms, chain_transforms = (transforms, None) if in_backward else (None, transforms)
+
         def body(carry, batch):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-            updates, opt_state = tx.update(grads, opt_state, params, transforms=transforms)
+            loss, grads = jax.value_and_grad(loss_fn)(params, *batch, layer_transforms)
+            updates, opt_state = tx.update(grads, opt_state, params, transforms=chain_transforms)
             return (optax.apply_updates(params, updates), opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ys))
@@ -228,6 +244,7 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
         "plain": (plain_tx, run_plain, None),
         "gm_dense": (gm_tx, run_gm, kernel_tree(params, dense)),
         "gm_low_rank": (gm_tx, run_gm, kernel_tree(params, low_rank)),
+        "gm_low_rank_flat_layer": (plain_tx, scanned_steps(plain_tx, in_backward=True), low_rank),
     }
     progress("compiling the GM variants ...")
     runs = {}

@@ -355,6 +355,9 @@ def test_benchmark_main_runs_tiny(tmp_path):
         assert abs(row["exact_truncation_error"] - row["exact_bound"]) < 1e-4
         assert abs(row["subspace_error"] - row["subspace_bound"]) < 1e-4
     rows = {row["variant"]: row for row in report["gm"]["rows"]}
-    assert set(rows) == {"plain", "gm_dense", "gm_low_rank"} and rows["plain"]["ratio_to_plain"] == 1.0
+    assert (
+        set(rows) == {"plain", "gm_dense", "gm_low_rank", "gm_low_rank_flat_layer"}
+        and rows["plain"]["ratio_to_plain"] == 1.0
+    )
     assert all(bound <= report["gm"]["tol"] + 1e-6 for bound in report["gm"]["bounds"].values())
     assert "Gradient modification on the mfeat MLP" in report["markdown"]
