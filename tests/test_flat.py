@@ -108,7 +108,7 @@ class FlatTransformTest(chex.TestCase):
         np.testing.assert_allclose(np.asarray(t) @ basis, basis * expected_damping, atol=1e-5)
 
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters(
+    @parameterized.named_parameters(
         ("isotropic", lambda d: 3.0 * np.eye(d)),
         ("zero", lambda d: np.zeros((d, d))),
         (
@@ -116,8 +116,7 @@ class FlatTransformTest(chex.TestCase):
             lambda d: (lambda q: 2.5 * q @ q.T)(np.linalg.qr(np.random.default_rng(4).normal(size=(d, d)))[0]),
         ),
     )
-    def test_flat_spectrum_gives_identity(self, name, make):
-        del name
+    def test_flat_spectrum_gives_identity(self, make):
         t = self.variant(mie_jax.flat_transform)(jnp.asarray(make(6), jnp.float32), TAU)
         np.testing.assert_allclose(t, np.eye(6), atol=1e-6)
 
