@@ -24,6 +24,9 @@ Two tables, from the public API alone:
   12) after ``WARMUP_STEPS`` plain steps. The variants are interleaved within
   every repeat; a ratio is the median over repeats of the per-repeat ratio to
   plain SGD, so slow drifts of the machine cancel.
+* One wide dense layer (``WIDE``: 4096 -> 4096, batch 64, a rank-64 T): the
+  same three ways, where ``flat_layer`` projects 64 input rows instead of
+  4096 kernel columns.
 """
 
 import argparse
@@ -55,7 +58,8 @@ HEAD = ("fc1", "fc2", "fc3")
 NAMES = ("enc1", "enc2", *HEAD)
 # (solver repeats at d < 4096, at 4096; GM repeats).
 REPEATS = {"full": (5, 2, 40), "tiny": (1, 1, 1)}
-TINY = {"sizes": (64,), "rank": 8, "scan_steps": 4, "warmup": 4, "cov_batches": 10}
+TINY = {"sizes": (64,), "rank": 8, "scan_steps": 4, "warmup": 4, "cov_batches": 10, "wide": 64}
+WIDE = {"d": 4096, "batch": 64, "rank": 64, "scan_steps": 10, "repeats": 10}
 
 
 def time_call(fn: Callable, *args) -> float:
@@ -286,7 +290,74 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
     }
 
 
-def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict) -> str:
+def measure_wide(d: int, batch: int, rank: int, scan_steps: int, repeats: int, progress) -> dict:
+    """One ``d x d`` dense layer on batches of ``batch``: GM by the chain against GM in the backward pass.
+
+    The layer where ``flat_layer`` pays: its inputs (``batch`` rows) are far
+    fewer than its kernel's columns (``d``). ``T`` is a rank-``rank``
+    :class:`mie_jax.LowRankTransform` on a random orthonormal basis.
+    """
+    rng = np.random.default_rng(0)
+    basis = jnp.asarray(np.linalg.qr(rng.normal(size=(d, rank)))[0], jnp.float32)
+    t = mie_jax.LowRankTransform(basis, jnp.linspace(0.33, 0.01, rank, dtype=jnp.float32), jnp.zeros(()))
+    params = {"kernel": jnp.asarray(rng.normal(size=(d, d)) / np.sqrt(d), jnp.float32), "bias": jnp.zeros(d)}
+    xs = jnp.asarray(rng.normal(size=(scan_steps, batch, d)), jnp.float32)
+    ys = jnp.asarray(rng.normal(size=(scan_steps, batch, d)), jnp.float32)
+    sgd = optax.sgd(1e-3)
+
+    def run(tx, layer_t, chain_t):
+        def body(params_and_state, batch_xy):
+            params, state = params_and_state
+            x, y = batch_xy
+
+            def loss(p):
+                return jnp.mean((mie_jax.flat_layer(jnp.matmul, x, p["kernel"], layer_t) + p["bias"] - y) ** 2)
+
+            grads = jax.grad(loss)(params)
+            updates, state = tx.update(grads, state, params, transforms=chain_t)
+            return (optax.apply_updates(params, updates), state), None
+
+        return jax.jit(lambda params, state: jax.lax.scan(body, (params, state), (xs, ys))[0])
+
+    chain = optax.chain(mie_jax.flat_projection(), sgd)
+    variants = {
+        "plain": (sgd, run(sgd, None, None)),
+        "gm_low_rank": (chain, run(chain, None, {"kernel": t, "bias": None})),
+        "gm_low_rank_flat_layer": (sgd, run(sgd, t, None)),
+    }
+    progress(f"wide layer d = {d}, batch {batch}, rank {rank} ...")
+    compiled = {}
+    for name, (tx, fn) in variants.items():
+        state = tx.init(params)
+        lowered = fn.lower(params, state)
+        flops = (lowered.cost_analysis() or {}).get("flops")
+        compiled[name] = (lowered.compile(), state, flops)
+        time_call(compiled[name][0], params, state)  # Warm.
+    samples = {name: [] for name in compiled}
+    names = list(compiled)
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, state, _ = compiled[name]
+            samples[name].append(time_call(fn, params, state) / scan_steps)
+    plain_flops = compiled["plain"][2]
+    return {
+        "d": d,
+        "batch": batch,
+        "rank": rank,
+        "rows": [
+            {
+                "variant": name,
+                "ms_per_step": 1e3 * statistics.median(samples[name]),
+                "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
+                "flop_ratio": compiled[name][2] / plain_flops if compiled[name][2] and plain_flops else None,
+            }
+            for name in names
+        ],
+    }
+
+
+def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict, wide: dict) -> str:
     load = machine["load_average_1min"]
     env = ", ".join(f"{k}={v}" for k, v in machine["environment"].items()) or "default"
     lines = [
@@ -344,6 +415,20 @@ def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[d
             f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
             f"{flops} | {flop_ratio} |"
         )
+    lines += [
+        "",
+        f"## One wide dense layer (d = {wide['d']} -> {wide['d']}, batch {wide['batch']}, rank-{wide['rank']} T, "
+        f"{settings['wide']['scan_steps']} scanned SGD steps per call, median of {settings['wide']['repeats']} "
+        "interleaved repeats)",
+        "",
+        "| variant | ms/step | ratio to plain | FLOP ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in wide["rows"]:
+        flop_ratio = "-" if row["flop_ratio"] is None else f"{row['flop_ratio']:.3f}"
+        lines.append(
+            f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | {flop_ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -378,6 +463,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
 
     gm = measure_gm(gm_repeats, scan_steps, warmup, cov_batches, progress)
+    wide_d = TINY["wide"] if args.tiny else WIDE["d"]
+    wide_steps, wide_repeats = (2, 1) if args.tiny else (WIDE["scan_steps"], WIDE["repeats"])
+    wide = measure_wide(wide_d, WIDE["batch"], min(WIDE["rank"], wide_d // 2), wide_steps, wide_repeats, progress)
     solver_rows = measure_solvers(sizes, rank, (solver_repeats, solver_repeats_4096), cov_batches, progress)
     progress("done")
 
@@ -393,8 +481,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "warmup": warmup,
         "gm_tol": GM_TOL,
         "repeats": {"solvers": solver_repeats, "solvers_4096": solver_repeats_4096, "gm": gm_repeats},
+        "wide": {**{k: wide[k] for k in ("d", "batch", "rank")}, "scan_steps": wide_steps, "repeats": wide_repeats},
     }
-    markdown = to_markdown(machine, command, settings, solver_rows, gm)
+    markdown = to_markdown(machine, command, settings, solver_rows, gm, wide)
     print(markdown)
     report = {
         "machine": machine,
@@ -402,6 +491,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": settings,
         "solvers": solver_rows,
         "gm": gm,
+        "wide": wide,
         "seconds": time.perf_counter() - started,
         "markdown": markdown,
     }

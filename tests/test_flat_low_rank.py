@@ -361,3 +361,6 @@ def test_benchmark_main_runs_tiny(tmp_path):
     )
     assert all(bound <= report["gm"]["tol"] + 1e-6 for bound in report["gm"]["bounds"].values())
     assert "Gradient modification on the mfeat MLP" in report["markdown"]
+    wide = {row["variant"]: row for row in report["wide"]["rows"]}
+    assert set(wide) == {"plain", "gm_low_rank", "gm_low_rank_flat_layer"} and report["wide"]["d"] == 64
+    assert "One wide dense layer" in report["markdown"]
