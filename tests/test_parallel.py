@@ -17,12 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def runs():
     # MIE exercises everything that crosses devices: SAM's global norm, the covariance, the all-reduce.
-    # The suite's cache, with its size limit: that makes JAX lock it against the other test processes.
-    env = {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-        "JAX_COMPILATION_CACHE_MAX_SIZE": str(jax.config.jax_compilation_cache_max_size),
-    }
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or ""}
     completed = subprocess.run(
         [sys.executable, "-m", "tests.multidevice_run", "mie"],
         cwd=ROOT,
