@@ -68,8 +68,8 @@ from flax import nnx
 from mie_jax import _validate
 from mie_jax.models import ConcatClassifier, Head
 from mie_jax.models.encoders import build_encoders
-from mie_jax.train import augment, loop, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import loop, options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 
 def shapley_weight_matrix(num_modalities: int) -> np.ndarray:
@@ -355,8 +355,7 @@ class AGMMethod(SingleModelMethod):
 
         def step(modulate, carry, batch):
             params, model_state, opt_state, agm = carry
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
             t = agm["step"] + 1
 
             def loss_fn(p):

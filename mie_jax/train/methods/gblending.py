@@ -60,8 +60,8 @@ from flax import nnx
 
 from mie_jax.models import Head
 from mie_jax.models.encoders import build_encoders
-from mie_jax.train import augment, batches, feed, loop, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import augment, batches, feed, loop, options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 FUSED = "fused"  # The fused head's name among the heads (after the modalities).
 GAINS = ("signed", "abs")
@@ -254,8 +254,7 @@ class GBlendingMethod(SingleModelMethod):
 
         def step(weights, carry, batch):
             params, model_state, opt_state = carry
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
 
             def loss_fn(p):
                 (logits, _), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)

@@ -87,8 +87,8 @@ from flax import nnx
 
 from mie_jax.models import Head
 from mie_jax.models.encoders import build_encoders
-from mie_jax.train import augment, feed, loop, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import feed, loop, options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,8 +419,7 @@ class GreedyMethod(SingleModelMethod):
             schedule = BalanceSchedule(**balance["schedule"])
             rebalancing = schedule.remaining > 0
             cut = {n: (rebalancing & (schedule.target == i), balance["gate_means"][n]) for i, n in enumerate(names)}
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
 
             def loss_fn(p):
                 (_, aux), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True, cut=cut)

@@ -25,8 +25,8 @@ from flax import nnx
 
 from mie_jax.models import ConcatClassifier, Head, LogitAverageClassifier
 from mie_jax.models.encoders import build_encoders, build_unimodal_classifier, encoder_names
-from mie_jax.train import augment, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 
 def ogm_coefficients(scores, alpha):
@@ -120,8 +120,7 @@ class JointMethod(SingleModelMethod):
         def step(constants, carry, batch):
             del constants
             params, model_state, opt_state = carry
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
 
             def loss_fn(p):
                 (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)

@@ -47,8 +47,8 @@ import optax
 from flax import nnx
 
 from mie_jax.models.encoders import build_unimodal_classifier, encoder_names
-from mie_jax.train import augment, batches, feed, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import augment, batches, feed, options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 STRATEGIES = ("keep", "dynamic")
 
@@ -213,8 +213,7 @@ class MSLRMethod(SingleModelMethod):
 
         def step(rates, carry, batch):
             params, model_state, opt_state = carry
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
 
             def loss_fn(p):
                 (logits, _), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)

@@ -63,8 +63,8 @@ from mie_jax import _validate
 from mie_jax.data.columns import take_rows
 from mie_jax.models import ConcatClassifier, Head
 from mie_jax.models.encoders import build_encoders
-from mie_jax.train import augment, batches, feed, loop, options, parallel, registry, steps
-from mie_jax.train.methods.single_model import SingleModelMethod
+from mie_jax.train import batches, feed, loop, options, registry, steps
+from mie_jax.train.methods.single_model import SingleModelMethod, step_inputs
 
 # The random stream (of batches.phase_rng) that draws prototype_fraction's subsets, apart from the batch order's.
 _PROTOTYPE_STREAM = 1
@@ -382,8 +382,7 @@ class PMRMethod(SingleModelMethod):
         def step(constants, carry, batch):
             params, model_state, opt_state = carry
             prototypes = constants["prototypes"]
-            xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
-            xs, y = parallel.shard_batch((xs, batch.labels), mesh)
+            xs, y = step_inputs(batch, mesh)
 
             def loss_fn(p):
                 (logits, features), new_state = steps.apply_model(graphdef, p, model_state, xs, train=True)

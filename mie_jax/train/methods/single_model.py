@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from mie_jax.train import augment, batches, feed, loop, steps
+from mie_jax.train import augment, batches, feed, loop, parallel, steps
+
+
+def step_inputs(batch: feed.Batch, mesh=None):
+    """A one-model step's ``(inputs, labels)``: every modality augmented by its crops, split over ``mesh``."""
+    xs = {m: augment.apply(batch.inputs[m], batch.crops.get(m)) for m in batch.inputs}
+    return parallel.shard_batch((xs, batch.labels), mesh)
 
 
 class SingleModelMethod:
