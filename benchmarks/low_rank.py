@@ -30,6 +30,7 @@ Two tables, from the public API alone:
 """
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -67,6 +68,33 @@ def time_call(fn: Callable, *args) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - start
+
+
+def rows_against_plain(calls: Dict[str, Callable], flops: Dict[str, Optional[float]], repeats: int, steps: int):
+    """Times ``calls`` (one has the name ``plain``), interleaved, each ``steps`` steps per call: a row each.
+
+    Every variant takes every position in turn within the repeats; a ratio is
+    the median over repeats of the per-repeat ratio to ``plain``, so slow drifts
+    of the machine cancel. ``flops`` are XLA's counts per step (or None): it
+    counts a scan's body once.
+    """
+    samples = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(time_call(calls[name]) / steps)
+    plain = flops["plain"]
+    return [
+        {
+            "variant": name,
+            "ms_per_step": 1e3 * statistics.median(samples[name]),
+            "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
+            "mflop_per_step": None if flops[name] is None else flops[name] / 1e6,
+            "flop_ratio": flops[name] / plain if flops[name] and plain else None,
+        }
+        for name in names
+    ]
 
 
 def relu_covariance(d: int, batches: int, seed: int = 0) -> jax.Array:
@@ -251,37 +279,16 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
         "gm_low_rank_flat_layer": (plain_tx, scanned_steps(plain_tx, in_backward=True), low_rank),
     }
     progress("compiling the GM variants ...")
-    runs = {}
+    calls, flops = {}, {}
     for name, (tx, run, transforms) in variants.items():
-        opt_state = tx.init(params)
-        lowered = run.lower(params, opt_state, xs, ys, transforms)
-        flops = (lowered.cost_analysis() or {}).get("flops")
-        compiled = lowered.compile()  # Timed as is: one compile serves the FLOP count and the timing.
-        # XLA counts a scan's body once: the count is per step.
-        runs[name] = (compiled, opt_state, transforms, None if flops is None else flops / 1e6)
-        time_call(compiled, params, opt_state, xs, ys, transforms)  # Warm.
+        args = (params, tx.init(params), xs, ys, transforms)
+        lowered = run.lower(*args)
+        flops[name] = (lowered.cost_analysis() or {}).get("flops")
+        calls[name] = functools.partial(lowered.compile(), *args)
+        time_call(calls[name])  # Warm.
     progress(f"timing GM x {repeats} repeats ...")
-    samples = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(repeats):
-        shift = r % len(names)  # Every variant takes every position in turn.
-        for name in names[shift:] + names[:shift]:
-            run, opt_state, transforms, _ = runs[name]
-            samples[name].append(time_call(run, params, opt_state, xs, ys, transforms) / scan_steps)
-    rows = []
-    for name in names:
-        mflops = runs[name][3]
-        rows.append(
-            {
-                "variant": name,
-                "ms_per_step": 1e3 * statistics.median(samples[name]),
-                "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
-                "mflop_per_step": mflops,
-                "flop_ratio": mflops / runs["plain"][3] if mflops and runs["plain"][3] else None,
-            }
-        )
     return {
-        "rows": rows,
+        "rows": rows_against_plain(calls, flops, repeats, scan_steps),
         "tol": GM_TOL,
         "ranks": ranks,
         "bounds": bounds,
@@ -326,35 +333,14 @@ def measure_wide(d: int, batch: int, rank: int, scan_steps: int, repeats: int, p
         "gm_low_rank_flat_layer": (sgd, run(sgd, t, None)),
     }
     progress(f"wide layer d = {d}, batch {batch}, rank {rank} ...")
-    compiled = {}
+    calls, flops = {}, {}
     for name, (tx, fn) in variants.items():
-        state = tx.init(params)
-        lowered = fn.lower(params, state)
-        flops = (lowered.cost_analysis() or {}).get("flops")
-        compiled[name] = (lowered.compile(), state, flops)
-        time_call(compiled[name][0], params, state)  # Warm.
-    samples = {name: [] for name in compiled}
-    names = list(compiled)
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn, state, _ = compiled[name]
-            samples[name].append(time_call(fn, params, state) / scan_steps)
-    plain_flops = compiled["plain"][2]
-    return {
-        "d": d,
-        "batch": batch,
-        "rank": rank,
-        "rows": [
-            {
-                "variant": name,
-                "ms_per_step": 1e3 * statistics.median(samples[name]),
-                "ratio_to_plain": statistics.median(a / b for a, b in zip(samples[name], samples["plain"])),
-                "flop_ratio": compiled[name][2] / plain_flops if compiled[name][2] and plain_flops else None,
-            }
-            for name in names
-        ],
-    }
+        args = (params, tx.init(params))
+        lowered = fn.lower(*args)
+        flops[name] = (lowered.cost_analysis() or {}).get("flops")
+        calls[name] = functools.partial(lowered.compile(), *args)
+        time_call(calls[name])  # Warm.
+    return {"d": d, "batch": batch, "rank": rank, "rows": rows_against_plain(calls, flops, repeats, scan_steps)}
 
 
 def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict, wide: dict) -> str:
