@@ -13,7 +13,7 @@ Two tables, from the public API alone:
   iteration, the whole low-rank T); with the distance of each low-rank T to the
   dense one and its ``bound``. Every function is jitted and timed warm.
 * Gradient modification (GM) on the mfeat MLP classifier (216 -> 256 -> 128,
-  head 128 -> 256 -> 64 -> 10, batch 64, float32): ``SCAN_STEPS`` SGD steps in
+  head 128 -> 256 -> 64 -> 10, float32; at each batch size of ``GM_BATCHES``): ``SCAN_STEPS`` SGD steps in
   one jitted ``lax.scan`` per call, plain SGD against ``flat_projection()`` with
   the dense T and with the low-rank T (``tol``) on the three head kernels, as in
   the trainer's chain (projection, weight decay, momentum SGD); and the low-rank
@@ -23,7 +23,9 @@ Two tables, from the public API alone:
   the covariances of the head inputs on mfeat 'fac' (``COV_BATCHES`` batches of
   12) after ``WARMUP_STEPS`` plain steps. The variants are interleaved within
   every repeat; a ratio is the median over repeats of the per-repeat ratio to
-  plain SGD, so slow drifts of the machine cancel.
+  plain SGD, so slow drifts of the machine cancel. Batch 64 is the trainer's
+  (and the issue's) setting; the larger batches show how much of GM's cost is
+  a fixed cost per step (the extra small products) rather than arithmetic.
 * One wide dense layer (``WIDE``: 4096 -> 4096, batch 64, a rank-64 T): the
   same three ways, where ``flat_layer`` projects 64 input rows instead of
   4096 kernel columns.
@@ -53,13 +55,14 @@ SOLVER_SIZES = (512, 1024, 2048, 4096)
 SOLVER_RANK = 64  # Above what tol 1e-3 keeps on these covariances (the rank column): bound <= tol.
 GM_TOL = 1e-3
 SCAN_STEPS = 50
+GM_BATCHES = (64, 256, 1024)
 WARMUP_STEPS = 200
 LAYERS = ((216, 256), (256, 128), (128, 256), (256, 64), (64, 10))  # enc1, enc2, fc1, fc2, fc3.
 HEAD = ("fc1", "fc2", "fc3")
 NAMES = ("enc1", "enc2", *HEAD)
 # (solver repeats at d < 4096, at 4096; GM repeats).
 REPEATS = {"full": (5, 2, 40), "tiny": (1, 1, 1)}
-TINY = {"sizes": (64,), "rank": 8, "scan_steps": 4, "warmup": 4, "cov_batches": 10, "wide": 64}
+TINY = {"sizes": (64,), "rank": 8, "scan_steps": 4, "warmup": 4, "cov_batches": 10, "wide": 64, "batches": (8, 16)}
 WIDE = {"d": 4096, "batch": 64, "rank": 64, "scan_steps": 10, "repeats": 10}
 
 
@@ -245,12 +248,12 @@ def kernel_tree(params, leaves):
     return {name: {"kernel": leaves[name] if name in HEAD else None, "bias": None} for name in params}
 
 
-def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, progress) -> dict:
+def measure_gm(batch: int, repeats: int, scan_steps: int, warmup: int, cov_batches: int, progress) -> dict:
     dataset = load_dataset("mfeat", ("fac",), LoadOptions(seed=0))
     x_all = np.asarray(dataset.splits["train"].inputs["fac"], np.float32)
     y_all = np.asarray(dataset.splits["train"].labels, np.int32)
     rng = np.random.default_rng(0)
-    order = rng.integers(0, len(y_all), size=(scan_steps, 64))
+    order = rng.integers(0, len(y_all), size=(scan_steps, batch))
     xs, ys = jnp.asarray(x_all[order]), jnp.asarray(y_all[order])
     params = init_mlp(0)
     plain_tx, gm_tx = optimizer(False), optimizer(True)
@@ -286,8 +289,9 @@ def measure_gm(repeats: int, scan_steps: int, warmup: int, cov_batches: int, pro
         flops[name] = (lowered.cost_analysis() or {}).get("flops")
         calls[name] = functools.partial(lowered.compile(), *args)
         time_call(calls[name])  # Warm.
-    progress(f"timing GM x {repeats} repeats ...")
+    progress(f"timing GM at batch {batch} x {repeats} repeats ...")
     return {
+        "batch": batch,
         "rows": rows_against_plain(calls, flops, repeats, scan_steps),
         "tol": GM_TOL,
         "ranks": ranks,
@@ -343,7 +347,35 @@ def measure_wide(d: int, batch: int, rank: int, scan_steps: int, repeats: int, p
     return {"d": d, "batch": batch, "rank": rank, "rows": rows_against_plain(calls, flops, repeats, scan_steps)}
 
 
-def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[dict], gm: dict, wide: dict) -> str:
+def gm_markdown(settings: dict, gm: dict) -> List[str]:
+    """One batch size's section of the GM table: the T it used and a row per variant."""
+    lines = [
+        "",
+        f"### Batch {gm['batch']}",
+        "",
+        f"T of the head inputs (fc1, fc2, fc3: d = {gm['dims']['fc1']}, {gm['dims']['fc2']}, {gm['dims']['fc3']}) "
+        f"after {settings['warmup']} plain steps, {settings['cov_batches']} covariance batches of {COV_BATCH}. "
+        f"Low-rank: `flat_transform(cov, {TAU}, rank, tol={gm['tol']})` with the rank `flat_rank` gives for that "
+        f"tol: {', '.join(f'{k} {v}' for k, v in gm['ranks'].items())}; bounds "
+        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['bounds'].items())}; measured `||T - T_r||_2` "
+        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['errors'].items())}.",
+        "",
+        "| variant | ms/step | ratio to plain | MFLOP/step (XLA) | FLOP ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in gm["rows"]:
+        flops = "-" if row["mflop_per_step"] is None else f"{row['mflop_per_step']:.1f}"
+        flop_ratio = "-" if row["flop_ratio"] is None else f"{row['flop_ratio']:.3f}"
+        lines.append(
+            f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
+            f"{flops} | {flop_ratio} |"
+        )
+    return lines
+
+
+def to_markdown(
+    machine: dict, command: str, settings: dict, solver_rows: List[dict], gm_runs: List[dict], wide: dict
+) -> str:
     load = machine["load_average_1min"]
     env = ", ".join(f"{k}={v}" for k, v in machine["environment"].items()) or "default"
     lines = [
@@ -382,25 +414,10 @@ def to_markdown(machine: dict, command: str, settings: dict, solver_rows: List[d
     lines += [
         "",
         f"## Gradient modification on the mfeat MLP ({settings['scan_steps']} scanned steps per call, "
-        f"batch 64, median of {settings['repeats']['gm']} interleaved repeats)",
-        "",
-        f"T of the head inputs (fc1, fc2, fc3: d = {gm['dims']['fc1']}, {gm['dims']['fc2']}, {gm['dims']['fc3']}) "
-        f"after {settings['warmup']} plain steps, {settings['cov_batches']} covariance batches of {COV_BATCH}. "
-        f"Low-rank: `flat_transform(cov, {TAU}, rank, tol={gm['tol']})` with the rank `flat_rank` gives for that "
-        f"tol: {', '.join(f'{k} {v}' for k, v in gm['ranks'].items())}; bounds "
-        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['bounds'].items())}; measured `||T - T_r||_2` "
-        f"{', '.join(f'{k} {v:.1e}' for k, v in gm['errors'].items())}.",
-        "",
-        "| variant | ms/step | ratio to plain | MFLOP/step (XLA) | FLOP ratio |",
-        "|---|---:|---:|---:|---:|",
+        f"median of {settings['repeats']['gm']} interleaved repeats)",
     ]
-    for row in gm["rows"]:
-        flops = "-" if row["mflop_per_step"] is None else f"{row['mflop_per_step']:.1f}"
-        flop_ratio = "-" if row["flop_ratio"] is None else f"{row['flop_ratio']:.3f}"
-        lines.append(
-            f"| {row['variant']} | {row['ms_per_step']:.3f} | **{row['ratio_to_plain']:.3f}x** | "
-            f"{flops} | {flop_ratio} |"
-        )
+    for gm in gm_runs:
+        lines += gm_markdown(settings, gm)
     lines += [
         "",
         f"## One wide dense layer (d = {wide['d']} -> {wide['d']}, batch {wide['batch']}, rank-{wide['rank']} T, "
@@ -448,7 +465,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
 
-    gm = measure_gm(gm_repeats, scan_steps, warmup, cov_batches, progress)
+    gm_runs = [
+        measure_gm(batch, gm_repeats, scan_steps, warmup, cov_batches, progress)
+        for batch in (TINY["batches"] if args.tiny else GM_BATCHES)
+    ]
     wide_d = TINY["wide"] if args.tiny else WIDE["d"]
     wide_steps, wide_repeats = (2, 1) if args.tiny else (WIDE["scan_steps"], WIDE["repeats"])
     wide = measure_wide(wide_d, WIDE["batch"], min(WIDE["rank"], wide_d // 2), wide_steps, wide_repeats, progress)
@@ -469,14 +489,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "repeats": {"solvers": solver_repeats, "solvers_4096": solver_repeats_4096, "gm": gm_repeats},
         "wide": {**{k: wide[k] for k in ("d", "batch", "rank")}, "scan_steps": wide_steps, "repeats": wide_repeats},
     }
-    markdown = to_markdown(machine, command, settings, solver_rows, gm, wide)
+    markdown = to_markdown(machine, command, settings, solver_rows, gm_runs, wide)
     print(markdown)
     report = {
         "machine": machine,
         "command": command,
         "settings": settings,
         "solvers": solver_rows,
-        "gm": gm,
+        "gm": gm_runs,
         "wide": wide,
         "seconds": time.perf_counter() - started,
         "markdown": markdown,

@@ -354,12 +354,15 @@ def test_benchmark_main_runs_tiny(tmp_path):
         # The exact truncation is at its bound; the subspace solver's is too, to float32 rounding.
         assert abs(row["exact_truncation_error"] - row["exact_bound"]) < 1e-4
         assert abs(row["subspace_error"] - row["subspace_bound"]) < 1e-4
-    rows = {row["variant"]: row for row in report["gm"]["rows"]}
-    assert (
-        set(rows) == {"plain", "gm_dense", "gm_low_rank", "gm_low_rank_flat_layer"}
-        and rows["plain"]["ratio_to_plain"] == 1.0
-    )
-    assert all(bound <= report["gm"]["tol"] + 1e-6 for bound in report["gm"]["bounds"].values())
+    assert [gm["batch"] for gm in report["gm"]] == list(low_rank_benchmark.TINY["batches"])
+    for gm in report["gm"]:
+        rows = {row["variant"]: row for row in gm["rows"]}
+        assert (
+            set(rows) == {"plain", "gm_dense", "gm_low_rank", "gm_low_rank_flat_layer"}
+            and rows["plain"]["ratio_to_plain"] == 1.0
+        )
+        assert all(bound <= gm["tol"] + 1e-6 for bound in gm["bounds"].values())
+        assert f"### Batch {gm['batch']}" in report["markdown"]
     assert "Gradient modification on the mfeat MLP" in report["markdown"]
     wide = {row["variant"]: row for row in report["wide"]["rows"]}
     assert set(wide) == {"plain", "gm_low_rank", "gm_low_rank_flat_layer"} and report["wide"]["d"] == 64
