@@ -71,7 +71,7 @@ def test_image_and_text_train_with_resnet_and_bert():
         {
             "modalities": ("image", "text"),
             "model": {"encoder": {"image": "resnet18", "text": "bert"}, "resnet_width": 4, "dim": 16},
-            "train": {"outer_iterations": 1, "phase_epochs": 2, "batch_size": 16},
+            "train": {"outer_iterations": 1, "phase_epochs": 3, "batch_size": 16},
             "optimizer": {"name": "adam", "learning_rate": 1e-3},
             "alternating": {"mixup_alpha": 1.0},
         }
