@@ -13,8 +13,8 @@ Two tables, from the public API alone:
   iteration, the whole low-rank T); with the distance of each low-rank T to the
   dense one and its ``bound``. Every function is jitted and timed warm.
 * Gradient modification (GM) on the mfeat MLP classifier (216 -> 256 -> 128,
-  head 128 -> 256 -> 64 -> 10, float32; at each batch size of ``GM_BATCHES``): ``SCAN_STEPS`` SGD steps in
-  one jitted ``lax.scan`` per call, plain SGD against ``flat_projection()`` with
+  head 128 -> 256 -> 64 -> 10, float32), at each batch size of ``GM_BATCHES``:
+  ``SCAN_STEPS`` SGD steps in one jitted ``lax.scan`` per call, plain SGD against ``flat_projection()`` with
   the dense T and with the low-rank T (``tol``) on the three head kernels, as in
   the trainer's chain (projection, weight decay, momentum SGD); and the low-rank
   T applied in the backward pass by ``flat_layer`` instead (the chain without
@@ -248,10 +248,23 @@ def kernel_tree(params, leaves):
     return {name: {"kernel": leaves[name] if name in HEAD else None, "bias": None} for name in params}
 
 
-def measure_gm(batch: int, repeats: int, scan_steps: int, warmup: int, cov_batches: int, progress) -> dict:
-    dataset = load_dataset("mfeat", ("fac",), LoadOptions(seed=0))
-    x_all = np.asarray(dataset.splits["train"].inputs["fac"], np.float32)
-    y_all = np.asarray(dataset.splits["train"].labels, np.int32)
+def mfeat_fac_train():
+    """mfeat 'fac' training split: ``(inputs [n, 216] float32, labels [n] int32)``."""
+    split = load_dataset("mfeat", ("fac",), LoadOptions(seed=0)).splits["train"]
+    return np.asarray(split.inputs["fac"], np.float32), np.asarray(split.labels, np.int32)
+
+
+def measure_gm(
+    x_all: np.ndarray,
+    y_all: np.ndarray,
+    batch: int,
+    repeats: int,
+    scan_steps: int,
+    warmup: int,
+    cov_batches: int,
+    progress,
+) -> dict:
+    """GM against plain SGD on batches of ``batch`` rows of ``x_all``: the T used and a row per variant."""
     rng = np.random.default_rng(0)
     order = rng.integers(0, len(y_all), size=(scan_steps, batch))
     xs, ys = jnp.asarray(x_all[order]), jnp.asarray(y_all[order])
@@ -465,8 +478,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     def progress(message):
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
 
+    x_all, y_all = mfeat_fac_train()
     gm_runs = [
-        measure_gm(batch, gm_repeats, scan_steps, warmup, cov_batches, progress)
+        measure_gm(x_all, y_all, batch, gm_repeats, scan_steps, warmup, cov_batches, progress)
         for batch in (TINY["batches"] if args.tiny else GM_BATCHES)
     ]
     wide_d = TINY["wide"] if args.tiny else WIDE["d"]
