@@ -24,8 +24,8 @@ Two tables, from the public API alone:
   12) after ``WARMUP_STEPS`` plain steps. The variants are interleaved within
   every repeat; a ratio is the median over repeats of the per-repeat ratio to
   plain SGD, so slow drifts of the machine cancel. Batch 64 is the trainer's
-  (and the issue's) setting; the larger batches show how much of GM's cost is
-  a fixed cost per step (the extra small products) rather than arithmetic.
+  (and the issue's) setting; the larger batches show GM's cost once its thin
+  rank-r products are a smaller share of the step's arithmetic.
 * One wide dense layer (``WIDE``: 4096 -> 4096, batch 64, a rank-64 T): the
   same three ways, where ``flat_layer`` projects 64 input rows instead of
   4096 kernel columns.
